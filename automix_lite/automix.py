@@ -1,0 +1,359 @@
+"""AutoMix: online + momentum encoders, four heads, the Mix Block, and one training step.
+
+Paper: Liu, Li et al., "AutoMix: Unveiling the Power of Mixup for Stronger Classifiers", ECCV 2022 Oral,
+arXiv:2103.13027. Reference implementation: OpenMixup ``AutoMixup`` (the "V1plus" momentum pipeline),
+specified in ``shared/docs/automix_spec.md`` §1; section numbers below refer to that spec.
+
+One step (§1.2): draw two independent (λ, permutation) pairs — "mb" trains the Mix Block, "bb" trains the
+backbone; take the momentum encoder's feature map at ``feature_stage`` on the clean batch; the Mix Block
+turns it into ``mask_mb`` (graph kept) and ``mask_bb`` (detached, with the λ-margin fallback to plain MixUp);
+the frozen momentum network classifies the ``mask_mb`` mix (its loss trains only the Mix Block, through the
+pixels), the online network classifies the clean batch and the ``mask_bb`` mix. One backward of
+``loss_one_q + loss_mix_q + loss_mix_k + mask_loss_weight * loss_mask``; after the optimizer step,
+``momentum_update`` moves the momentum network towards the online one (parameters only, §1.6).
+
+Deliberate differences from OpenMixup, all documented in the spec or the issue:
+* the Mix Block's feature map is computed **without running the later stages** of the momentum encoder
+  (OpenMixup runs the whole network, §1.10). Consequence: the momentum encoder's BatchNorm layers *after* the
+  feature stage update their running statistics only from the Mix-Block-mixed batch, not also from the
+  clean batch. Outputs and gradients of the step are unchanged.
+* the momentum parameters are never put in an optimizer group (OpenMixup includes them, gradient-free).
+* ``mask_adjust`` rescales ``mask_bb`` towards **λ_bb**; OpenMixup compares with ``lam[0]`` = λ_mb (a bug,
+  §1.9). Irrelevant for every AutoMix recipe (``mask_adjust=0``).
+* ``switch_off`` (ViT recipes): the Mix Block branch is skipped in a step with probability
+  ``1 - switch_off * c(t)``, with ``c(t) = (cos(π t/T) + 1) / 2`` our reading of OpenMixup's
+  ``cos_annealing`` attribute (1 at the start, 0 at the end).
+* the upsampling factor is image size / feature size (OpenMixup: a rule on image width > 64 px, §1.9).
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .mixblock import MixBlock, mask_loss
+from .mixing import MixOutput, sample_lam, sample_perm
+from .models import LinearHead, create_backbone, default_feature_stage, feature_map, stage_channels
+
+__all__ = ["AutoMix", "AutoMixAugment", "momentum_at", "mask_loss_weight_at", "HEADS"]
+
+HEADS = ("one_k", "mix_k", "one_q", "mix_q")
+
+
+def momentum_at(step: int, total_steps: int, base: float = 0.999, end: float = 0.999999,
+                scope_start: float = 0.1) -> float:
+    """EMA momentum of OpenMixup's ``CosineScheduleHook`` (spec §1.6).
+
+    ``m = base`` for ``t < scope_start * T``; afterwards ``m = end - (end - base) * (cos(π t / T) + 1) / 2``.
+    The cosine uses t/T, not the position inside the scope, so there is a tiny jump at ``t = 0.1 T``
+    (0.999 -> ~0.999024 for the CIFAR recipe): an upstream detail we keep.
+    """
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+    if step < scope_start * total_steps:
+        return base
+    t = min(step, total_steps) / total_steps
+    return end - (end - base) * (math.cos(math.pi * t) + 1) / 2
+
+
+def mask_loss_weight_at(step: int, total_steps: int, base: float = 0.1, schedule: str = "constant") -> float:
+    """Mask-loss weight at ``step`` (spec §1.4).
+
+    * "constant": ``base`` (CIFAR and Tiny-ImageNet recipes).
+    * "cosine": a true cosine from ``base`` to 0 over training.
+    * "upstream": OpenMixup's ImageNet hook as it really behaves — every iteration applies the cosine factor
+      to the *current* value, so the weight compounds towards 0 within a few epochs. Closed form:
+      ``base * prod_{i<=t} (cos(π i/T) + 1) / 2``.
+    """
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return base * (math.cos(math.pi * min(step, total_steps) / total_steps) + 1) / 2
+    if schedule == "upstream":
+        t = min(step, total_steps)
+        return base * math.exp(float(_upstream_log_factors(total_steps)[t])) if t > 0 else base
+    raise ValueError(f"mask loss schedule must be 'constant', 'cosine' or 'upstream', got {schedule!r}")
+
+
+@functools.lru_cache(maxsize=4)
+def _upstream_log_factors(total_steps: int) -> torch.Tensor:
+    """Prefix sums of log((cos(π i/T) + 1) / 2), i = 0..T (index t = product over the first t iterations)."""
+    i = torch.arange(1, total_steps + 1, dtype=torch.float64)
+    logs = torch.log(((torch.cos(math.pi * i / total_steps) + 1) / 2).clamp_min(1e-300))
+    return torch.cat([torch.zeros(1, dtype=torch.float64), logs.cumsum(0)])
+
+
+def _mixed_ce(logits: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, lam) -> torch.Tensor:
+    """λ·CE(logits, y) + (1-λ)·CE(logits, y[perm]) with one scalar λ, CE averaged over the batch, fp32."""
+    logits = logits.float()  # [N, K]
+    return lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
+
+
+def _check_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, in_chans: int) -> None:
+    if not torch.is_tensor(x) or x.ndim != 4:
+        raise ValueError(f"images must be a 4-D tensor [N, C, H, W], got "
+                         f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"images must be floating point (normalised), got {x.dtype}; use x.float() / 255")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"images have {x.shape[1]} channels but the model expects {in_chans} (in_chans)")
+    if not torch.is_tensor(y) or y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"labels must be a 1-D tensor of length N={x.shape[0]}, got "
+                         f"{tuple(y.shape) if torch.is_tensor(y) else type(y).__name__}")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class indices, got {y.dtype}")
+    if x.shape[0] < 2:
+        raise ValueError("AutoMix pairs samples within the batch: it needs a batch of at least 2, got 1")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got min {int(y.min())} max {int(y.max())}")
+
+
+@torch.no_grad()
+def _ema_(targets: list[torch.Tensor], sources: list[torch.Tensor], m: float) -> None:
+    """targets <- m * targets + (1 - m) * sources, in place."""
+    if targets:
+        torch._foreach_mul_(targets, m)
+        torch._foreach_add_(targets, sources, alpha=1 - m)
+
+
+class AutoMix(nn.Module):
+    """The AutoMix classifier (OpenMixup ``AutoMixup``), trained by ``training_step``.
+
+    Args:
+        backbone: timm model name, a CIFAR-stem name (``resnet18_cifar`` ...) or an ``nn.Module`` backbone.
+        num_classes: number of classes.
+        feature_stage: stage index fed to the Mix Block (timm ``feature_info`` index; None = the backbone's
+            default, ResNet ``layer3``).
+        alpha: λ ~ Beta(α, α) for both draws (2 in every recipe).
+        momentum: base EMA momentum m0 (0.999). ``momentum >= 1`` disables the EMA.
+        end_momentum: final momentum of the cosine schedule (0.999999 CIFAR/Tiny, 0.99999 ImageNet).
+        momentum_scope: fraction of training during which the momentum stays at m0 (0.1; ViTs 0.25).
+        mask_loss_weight: weight of the mask loss (0.1).
+        mask_loss_mode / mask_loss_margin: see ``mixblock.mask_loss`` ("L1", 0.1).
+        mask_loss_schedule: "constant", "cosine" or "upstream" (see ``mask_loss_weight_at``).
+        lam_margin: if min(λ_bb, 1-λ_bb) <= margin the backbone step uses plain MixUp (0.08; < 0 disables).
+        lam_concat: feed λ to the Mix Block (ImageNet recipes).
+        reduction, use_scale, upsample, att_norm: Mix Block options.
+        mask_adjust: probability of rescaling ``mask_bb`` so its per-sample own area equals λ_bb (0).
+        switch_off: ViT knob: probability scale of training the Mix Block in a step (0 = always train).
+        ema_bn_buffers: also EMA the float buffers (BN running stats); False = spec (k keeps its own stats).
+        head_ensemble: ``forward(x, head="ensemble")`` becomes the default evaluation head.
+        no_repeat_perm: avoid fixed points i == perm[i] (OpenMixup ``mix_shuffle_no_repeat``).
+        in_chans: image channels.
+        **backbone_kwargs: passed to ``create_backbone`` (e.g. ``img_size=32`` for a ViT).
+    """
+
+    def __init__(self, backbone: str | nn.Module, num_classes: int, *, feature_stage: int | None = None,
+                 alpha: float = 2.0, momentum: float = 0.999, end_momentum: float = 0.999999,
+                 momentum_scope: float = 0.1, mask_loss_weight: float = 0.1, mask_loss_mode: str = "L1",
+                 mask_loss_margin: float = 0.1, mask_loss_schedule: str = "constant", lam_margin: float = 0.08,
+                 lam_concat: bool = False, reduction: int = 2, use_scale: bool = True, upsample: str = "nearest",
+                 att_norm: str | None = None, mask_adjust: float = 0.0, switch_off: float = 0.0,
+                 ema_bn_buffers: bool = False, head_ensemble: bool = False, no_repeat_perm: bool = False,
+                 in_chans: int = 3, **backbone_kwargs):
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        if not alpha > 0:
+            raise ValueError(f"alpha must be > 0 (λ ~ Beta(alpha, alpha)), got {alpha}")
+        if not 0 <= momentum <= 1 or not 0 <= end_momentum <= 1:
+            raise ValueError(f"momentum and end_momentum must lie in [0, 1], got {momentum}, {end_momentum}")
+        self.backbone_q = create_backbone(backbone, in_chans=in_chans, **backbone_kwargs)
+        self.feature_stage = (default_feature_stage(self.backbone_q) if feature_stage is None
+                              else feature_stage)
+        width = self.backbone_q.num_features
+        self.head_one_q = LinearHead(width, num_classes)
+        self.head_mix_q = LinearHead(width, num_classes)
+        self.mix_block = MixBlock(stage_channels(self.backbone_q, self.feature_stage), reduction=reduction,
+                                  lam_concat=lam_concat, use_scale=use_scale, upsample=upsample,
+                                  att_norm=att_norm)
+        # momentum (key) network: exact copies, frozen, updated only by EMA
+        self.backbone_k = copy.deepcopy(self.backbone_q).requires_grad_(False)
+        self.head_one_k = copy.deepcopy(self.head_one_q).requires_grad_(False)
+        self.head_mix_k = copy.deepcopy(self.head_mix_q).requires_grad_(False)
+        self.num_classes, self.in_chans, self.alpha = num_classes, in_chans, alpha
+        self.momentum, self.end_momentum, self.momentum_scope = momentum, end_momentum, momentum_scope
+        self.mask_loss_weight, self.mask_loss_mode = mask_loss_weight, mask_loss_mode
+        self.mask_loss_margin, self.mask_loss_schedule = mask_loss_margin, mask_loss_schedule
+        self.lam_margin, self.mask_adjust, self.switch_off = lam_margin, mask_adjust, switch_off
+        self.ema_bn_buffers, self.head_ensemble, self.no_repeat_perm = ema_bn_buffers, head_ensemble, no_repeat_perm
+        self.backbone_name = backbone if isinstance(backbone, str) else type(backbone).__name__
+        mask_loss_weight_at(0, 1, mask_loss_weight, mask_loss_schedule)  # validates the schedule name
+
+    # ------------------------------------------------------------------ parameter groups
+    def online_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the online encoder and its two heads (the trainer's main group)."""
+        mods = (self.backbone_q, self.head_one_q, self.head_mix_q)
+        return [p for m in mods for p in m.parameters() if p.requires_grad]
+
+    def mix_block_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the Mix Block (may get their own learning-rate schedule)."""
+        return [p for p in self.mix_block.parameters() if p.requires_grad]
+
+    def _pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone_q, self.backbone_k), (self.head_one_q, self.head_one_k),
+                (self.head_mix_q, self.head_mix_k)]
+
+    # ------------------------------------------------------------------ masks
+    def _perm(self, n: int, device, generator) -> torch.Tensor:
+        perm = sample_perm(n, generator)
+        if self.no_repeat_perm:
+            for _ in range(10):
+                if not bool((perm == torch.arange(n)).any()):
+                    break
+                perm = sample_perm(n, generator)
+            else:
+                perm = torch.roll(torch.arange(n), 1)  # cyclic shift: no fixed point
+        return perm.to(device)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Momentum encoder's feature map at ``feature_stage``: [N, C, h, w] (no gradient)."""
+        with torch.no_grad():
+            return feature_map(self.backbone_k, x, self.feature_stage)
+
+    def generate_mask(self, x: torch.Tensor, lam, perm: torch.Tensor) -> torch.Tensor:
+        """Mix Block mask [N, 2, H, W] for figures and frozen mixing (no gradient, no fallback)."""
+        with torch.no_grad():
+            return self.mix_block(self.feature_map(x), lam, perm.to(x.device), x.shape[-2:])
+
+    def _adjust(self, mask: torch.Tensor, lam: float) -> torch.Tensor:
+        """Rescale each mask so the own-sample area equals λ exactly (the over-sized channel shrinks)."""
+        own = mask[:, 0:1]  # [N, 1, H, W]
+        area = own.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)  # [N, 1, 1, 1]
+        shrink_own = own * (lam / area)  # own area too large -> scale own down
+        shrink_partner = 1 - (1 - own) * ((1 - lam) / (1 - area).clamp_min(1e-8))
+        own = torch.where(area > lam, shrink_own, shrink_partner).clamp(0, 1)
+        return torch.cat([own, 1 - own], dim=1)  # [N, 2, H, W]
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, x: torch.Tensor, y: torch.Tensor, step: int = 0, total_steps: int = 1, *,
+                      generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """One AutoMix iteration (spec §1.2). Call ``loss.backward()``, the optimizer, then ``momentum_update``.
+
+        Returns a dict: ``loss`` and its terms ``loss_one_q loss_mix_q loss_mix_k loss_mask`` (all keep their
+        graph, so each term's gradient can be inspected; log them with ``.item()``), ``lam_mb lam_bb``,
+        ``mask_loss_weight``, ``fallback`` (1 if λ_bb hit the margin), ``mb_trained``, and for callbacks
+        ``mask_mb`` / ``mask_bb`` [N, 2, H, W] (detached) with ``perm_mb`` / ``perm_bb``.
+        """
+        _check_batch(x, y, self.num_classes, self.in_chans)
+        n, size = x.shape[0], x.shape[-2:]
+        lam_mb, lam_bb = sample_lam(self.alpha, generator), sample_lam(self.alpha, generator)
+        perm_mb, perm_bb = self._perm(n, x.device, generator), self._perm(n, x.device, generator)
+        train_mb = True
+        if self.switch_off > 0:
+            c = (math.cos(math.pi * min(step, total_steps) / total_steps) + 1) / 2
+            train_mb = float(torch.rand((), generator=generator)) < self.switch_off * c
+        do_adjust = self.mask_adjust > 0 and float(torch.rand((), generator=generator)) < self.mask_adjust
+
+        z = self.feature_map(x)  # [N, C, h, w], momentum encoder on the clean batch, no grad
+        mask_bb = self.mix_block(z, lam_bb, perm_bb, size).detach()  # [N, 2, H, W], no grad into the block
+        if do_adjust:
+            mask_bb = self._adjust(mask_bb, lam_bb)
+        fallback = self.lam_margin >= 0 and min(lam_bb, 1 - lam_bb) <= self.lam_margin
+        if fallback:  # degenerate to plain input MixUp
+            mask_bb = torch.cat([torch.full_like(mask_bb[:, :1], lam_bb),
+                                 torch.full_like(mask_bb[:, :1], 1 - lam_bb)], dim=1)  # [N, 2, H, W]
+
+        zero = x.new_zeros((), dtype=torch.float32)
+        if train_mb:
+            mask_mb = self.mix_block(z, lam_mb, perm_mb, size)  # [N, 2, H, W], keeps the graph
+            loss_mask = mask_loss(mask_mb, lam_mb, self.mask_loss_mode, self.mask_loss_margin)
+            x_mb = x * mask_mb[:, 0:1].to(x.dtype) + x[perm_mb] * mask_mb[:, 1:2].to(x.dtype)  # [N, C, H, W]
+            logits_k = self.head_mix_k(self.backbone_k(x_mb))  # [N, K], frozen net, grad flows to x_mb
+            loss_mix_k = _mixed_ce(logits_k, y, perm_mb, lam_mb)
+        else:
+            with torch.no_grad():
+                mask_mb = self.mix_block(z, lam_mb, perm_mb, size)
+            loss_mask, loss_mix_k = zero, zero
+
+        x_bb = x * mask_bb[:, 0:1].to(x.dtype) + x[perm_bb] * mask_bb[:, 1:2].to(x.dtype)  # [N, C, H, W]
+        loss_one_q = F.cross_entropy(self.head_one_q(self.backbone_q(x)).float(), y)
+        loss_mix_q = _mixed_ce(self.head_mix_q(self.backbone_q(x_bb)), y, perm_bb, lam_bb)
+        w_mask = mask_loss_weight_at(step, total_steps, self.mask_loss_weight, self.mask_loss_schedule)
+        loss = loss_one_q + loss_mix_q + loss_mix_k + w_mask * loss_mask
+        return {
+            "loss": loss,
+            "loss_one_q": loss_one_q, "loss_mix_q": loss_mix_q, "loss_mix_k": loss_mix_k, "loss_mask": loss_mask,
+            "lam_mb": torch.tensor(lam_mb), "lam_bb": torch.tensor(lam_bb),
+            "mask_loss_weight": torch.tensor(w_mask), "fallback": torch.tensor(float(fallback)),
+            "mb_trained": torch.tensor(float(train_mb)),
+            "mask_mb": mask_mb.detach(), "perm_mb": perm_mb, "mask_bb": mask_bb, "perm_bb": perm_bb,
+        }
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        """Scheduled EMA momentum for ``step`` (spec §1.6)."""
+        return momentum_at(step, total_steps, self.momentum, self.end_momentum, self.momentum_scope)
+
+    @torch.no_grad()
+    def momentum_update(self, step: int, total_steps: int) -> float:
+        """EMA of the online network into the momentum network, after the optimizer step. Returns m."""
+        m = self.momentum_at(step, total_steps)
+        if self.momentum >= 1:
+            return 1.0
+        for q, k in self._pairs():
+            _ema_([p.data for p in k.parameters()], [p.data for p in q.parameters()], m)
+            if self.ema_bn_buffers:
+                bufs = [(bk, bq) for bk, bq in zip(k.buffers(), q.buffers()) if bk.is_floating_point()]
+                _ema_([b[0] for b in bufs], [b[1] for b in bufs], m)
+        return m
+
+    # ------------------------------------------------------------------ inference
+    def forward(self, x: torch.Tensor, head: str | None = None) -> torch.Tensor:
+        """Logits [N, K] from one head: "one_k" (OpenMixup's inference default), "mix_k", "one_q", "mix_q",
+        or "ensemble" (upstream ``head_ensemble`` rule, spec §1.8: the mean of the squared logits of the four
+        heads). ``head=None`` means "ensemble" if ``head_ensemble`` else "one_k"."""
+        head = head or ("ensemble" if self.head_ensemble else "one_k")
+        if head == "ensemble":
+            outs = self.forward_all(x)
+            return torch.stack([o.float().pow(2) for o in outs.values()]).mean(0)
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS + ('ensemble',)}, got {head!r}")
+        backbone = self.backbone_k if head.endswith("_k") else self.backbone_q
+        return getattr(self, f"head_{head}")(backbone(x))
+
+    def forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits of all four heads, two backbone passes: {"one_k", "mix_k", "one_q", "mix_q"}."""
+        fk, fq = self.backbone_k(x), self.backbone_q(x)  # [N, D] each
+        return {"one_k": self.head_one_k(fk), "mix_k": self.head_mix_k(fk),
+                "one_q": self.head_one_q(fq), "mix_q": self.head_mix_q(fq)}
+
+    def as_mixer(self) -> "AutoMixAugment":
+        """This model's Mix Block as a frozen mixer usable with ``mix(x, y, method=...)``."""
+        return AutoMixAugment(self)
+
+
+@dataclass
+class AutoMixAugment:
+    """A trained AutoMix used as a frozen mixer (OpenMixup ``MixUpClassification`` with ``mix_args.automix``).
+
+    ``mix(x, y, method=AutoMixAugment(model))`` or ``AutoMixAugment(model)(x, y)``: draws λ ~ Beta(α, α)
+    and a permutation, builds the mask from the model's momentum encoder features and frozen Mix Block, and
+    returns a ``MixOutput``. ``lam`` is the sampled λ (the label weight AutoMix trains with); the realised
+    own-area is ``mask.mean((1, 2, 3))`` and differs from it unless ``adjust=True`` rescales the mask.
+
+    Args:
+        model: a trained ``AutoMix``.
+        adjust: rescale each mask so its own-sample area equals λ exactly.
+    """
+
+    model: AutoMix
+    adjust: bool = False
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, alpha: float | None = None,
+                 generator: torch.Generator | None = None, lam: float | None = None, **_) -> MixOutput:
+        _check_batch(x, y, self.model.num_classes, self.model.in_chans)
+        lam = sample_lam(alpha or self.model.alpha, generator) if lam is None else float(lam)
+        perm = sample_perm(x.shape[0], generator).to(x.device)
+        mask = self.model.generate_mask(x, lam, perm)  # [N, 2, H, W]
+        if self.adjust:
+            mask = self.model._adjust(mask, lam)
+        own = mask[:, 0:1]  # [N, 1, H, W]
+        images = (x.float() * own + x[perm].float() * (1 - own)).to(x.dtype)
+        return MixOutput(images=images, target_a=y, target_b=y[perm],
+                         lam=torch.full((x.shape[0],), lam, dtype=torch.float32, device=x.device),
+                         mask=own, perm=perm)

@@ -1,0 +1,263 @@
+"""AutoMix training step: gradient routing (spec §1.5), λ draws, fallback, momentum schedule and EMA (§1.6)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from automix_lite.automix import HEADS, AutoMix, AutoMixAugment, mask_loss_weight_at, momentum_at
+from automix_lite.mixing import mix
+
+
+def _batch(n=6, c=3, size=16, classes=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, size, size, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    kw.setdefault("mask_loss_margin", 0.0)
+    return AutoMix("resnet_tiny_cifar", 5, **kw)
+
+
+def _grads(loss, params):
+    gs = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return sum(0.0 if g is None else float(g.abs().sum()) for g in gs)
+
+
+def _find_step(model, want, seed_range=range(200)):
+    """A generator seed whose draw satisfies `want(out)` (e.g. λ_bb outside the fallback margin)."""
+    x, y = _batch()
+    for s in seed_range:
+        out = model.training_step(x, y, 0, 100, generator=torch.Generator().manual_seed(s))
+        if want(out):
+            return out
+    raise AssertionError("no seed satisfied the condition")
+
+
+def test_gradient_routing_loss_by_loss():
+    model = _model(lam_margin=-1)  # no fallback: mask_bb really comes from the Mix Block
+    out = _find_step(model, lambda o: abs(1 - float(o["mask_mb"][:, 0].mean()) - float(o["lam_mb"])) > 0.05)
+    mb, online = model.mix_block_parameters(), model.online_parameters()
+    # Mix Block: from the momentum branch and the mask loss only
+    assert _grads(out["loss_mix_k"], mb) > 0
+    assert _grads(out["loss_mask"], mb) > 0
+    assert _grads(out["loss_mix_q"], mb) == 0  # mask_bb is detached
+    assert _grads(out["loss_one_q"], mb) == 0
+    # online encoder + heads: from its own two losses only
+    assert _grads(out["loss_one_q"], online) > 0
+    assert _grads(out["loss_mix_q"], online) > 0
+    assert _grads(out["loss_mix_k"], online) == 0
+    assert _grads(out["loss_mask"], online) == 0
+    # momentum encoder and heads: frozen, never trained by gradient
+    frozen = [p for m in (model.backbone_k, model.head_one_k, model.head_mix_k) for p in m.parameters()]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    out["loss"].backward()
+    assert all(p.grad is None for p in frozen)
+    ids = {id(p) for p in online + mb}
+    assert not any(id(p) in ids for p in frozen)
+
+
+def test_total_loss_is_the_documented_sum():
+    model = _model(mask_loss_weight=0.3)
+    x, y = _batch()
+    out = model.training_step(x, y, 0, 10, generator=torch.Generator().manual_seed(3))
+    expect = out["loss_one_q"] + out["loss_mix_q"] + out["loss_mix_k"] + 0.3 * out["loss_mask"]
+    assert torch.allclose(out["loss"], expect)
+
+
+def test_two_independent_draws_and_masks_match_input():
+    model = _model()
+    x, y = _batch(n=8)
+    out = model.training_step(x, y, 0, 10, generator=torch.Generator().manual_seed(1))
+    assert float(out["lam_mb"]) != float(out["lam_bb"])
+    assert not torch.equal(out["perm_mb"], out["perm_bb"])
+    for key in ("mask_mb", "mask_bb"):
+        m = out[key]
+        assert m.shape == (8, 2, 16, 16)
+        assert torch.allclose(m.sum(1), torch.ones(8, 16, 16))
+    # same generator seed -> same draws
+    again = model.training_step(x, y, 0, 10, generator=torch.Generator().manual_seed(1))
+    assert float(again["lam_mb"]) == float(out["lam_mb"]) and torch.equal(again["perm_bb"], out["perm_bb"])
+
+
+def test_lambda_margin_fallback_gives_constant_mixup_masks():
+    model = _model(lam_margin=0.5)  # every λ_bb falls inside the margin
+    x, y = _batch()
+    out = model.training_step(x, y, 0, 10, generator=torch.Generator().manual_seed(0))
+    lam = float(out["lam_bb"])
+    assert float(out["fallback"]) == 1.0
+    assert torch.allclose(out["mask_bb"][:, 0], torch.full((6, 16, 16), lam))
+    assert torch.allclose(out["mask_bb"][:, 1], torch.full((6, 16, 16), 1 - lam))
+    off = _model(lam_margin=-1).training_step(x, y, 0, 10, generator=torch.Generator().manual_seed(0))
+    assert float(off["fallback"]) == 0.0 and float(off["mask_bb"][:, 0].std()) > 0
+
+
+def test_mask_adjust_uses_lambda_bb():
+    model = _model(mask_adjust=1.0, lam_margin=-1)
+    for p in model.mix_block.parameters():  # a non-trivial mask
+        torch.nn.init.normal_(p, 0, 0.5)
+    x, y = _batch()
+    out = model.training_step(x, y, 0, 10, generator=torch.Generator().manual_seed(5))
+    area = out["mask_bb"][:, 0].mean(dim=(1, 2))
+    assert torch.allclose(area, torch.full_like(area, float(out["lam_bb"])), atol=1e-5)
+
+
+def test_switch_off_skips_the_mix_block_branch():
+    model = _model(switch_off=1e-12)
+    x, y = _batch()
+    out = model.training_step(x, y, 0, 10, generator=torch.Generator().manual_seed(0))
+    assert float(out["mb_trained"]) == 0.0 and float(out["loss_mix_k"]) == 0.0
+    assert _grads(out["loss"], model.mix_block_parameters()) == 0
+
+
+@pytest.mark.parametrize("frac", [0.0, 0.05, 0.1, 0.5, 1.0])
+def test_momentum_schedule_matches_formula(frac):
+    total = 1000
+    t = int(frac * total)
+    m = momentum_at(t, total, 0.999, 0.999999)
+    expect = 0.999 if frac < 0.1 else 0.999999 - (0.999999 - 0.999) * (math.cos(math.pi * frac) + 1) / 2
+    assert math.isclose(m, expect, rel_tol=0, abs_tol=1e-12)
+    if frac == 0.1:
+        assert math.isclose(m, 0.999024, abs_tol=1e-6)  # the upstream t/T jump
+    if frac == 1.0:
+        assert math.isclose(m, 0.999999, abs_tol=1e-12)
+
+
+def test_momentum_update_equals_hand_computed_ema_and_skips_bn_buffers():
+    model = _model()
+    x, y = _batch()
+    opt = torch.optim.SGD(model.online_parameters() + model.mix_block_parameters(), lr=0.5)
+    out = model.training_step(x, y, 0, 10, generator=torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    opt.step()
+    q = {k: v.clone() for k, v in model.backbone_q.state_dict().items()}
+    k_before = {k: v.clone() for k, v in model.backbone_k.state_dict().items()}
+    m = model.momentum_update(50, 100)
+    assert math.isclose(m, momentum_at(50, 100))
+    k_after = model.backbone_k.state_dict()
+    name = "conv1.weight"  # (block convs start with zero grads: timm zero-inits the last BN)
+    assert not torch.equal(q[name], k_before[name])
+    assert torch.allclose(k_after[name], m * k_before[name] + (1 - m) * q[name])
+    assert torch.equal(k_after["bn1.running_mean"], k_before["bn1.running_mean"])  # spec: not averaged
+    both = _model(ema_bn_buffers=True)
+    bk = both.backbone_k.bn1.running_mean.clone()
+    both.backbone_q.bn1.running_mean.fill_(1.0)
+    both.momentum_update(50, 100)
+    assert torch.allclose(both.backbone_k.bn1.running_mean, m * bk + (1 - m) * 1.0)
+
+
+def test_heads_ema_and_no_ema_when_momentum_is_one():
+    model = _model(momentum=1.0, end_momentum=1.0)
+    with torch.no_grad():
+        model.head_one_q.fc.weight.add_(1.0)
+    before = model.head_one_k.fc.weight.clone()
+    assert model.momentum_update(5, 10) == 1.0
+    assert torch.equal(model.head_one_k.fc.weight, before)
+    model = _model()
+    with torch.no_grad():
+        model.head_one_q.fc.weight.add_(1.0)
+    before = model.head_one_k.fc.weight.clone()
+    m = model.momentum_update(0, 10)
+    assert torch.allclose(model.head_one_k.fc.weight, m * before + (1 - m) * model.head_one_q.fc.weight)
+
+
+def test_every_head_and_ensemble_and_generate_mask():
+    model = _model().eval()
+    x, _ = _batch()
+    for head in HEADS + ("ensemble",):
+        assert model(x, head=head).shape == (6, 5)
+    with pytest.raises(ValueError, match="one_k"):
+        model(x, head="best")
+    mask = model.generate_mask(x, 0.4, torch.arange(6).flip(0))
+    assert mask.shape == (6, 2, 16, 16) and not mask.requires_grad
+
+
+def test_frozen_mixer_through_mix():
+    model = _model().eval()
+    x, y = _batch()
+    out = mix(x, y, AutoMixAugment(model, adjust=True), generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == x.shape and out.mask.shape == (6, 1, 16, 16)
+    assert torch.allclose(out.mask.mean(dim=(1, 2, 3)), out.lam, atol=1e-5)
+    assert torch.equal(out.target_b, y[out.perm])
+
+
+def test_mask_loss_weight_schedules():
+    assert mask_loss_weight_at(500, 1000, 0.1, "constant") == 0.1
+    assert math.isclose(mask_loss_weight_at(1000, 1000, 0.1, "cosine"), 0.0, abs_tol=1e-12)
+    assert math.isclose(mask_loss_weight_at(500, 1000, 0.1, "cosine"), 0.05)
+    # upstream hook compounds (spec §1.4): 5004 iters/epoch x 100 epochs -> ~0.066 after epoch 1,
+    # ~0.0037 after epoch 2, ~1e-6 after epoch 3, while a true cosine is still ~0.1
+    total = 5004 * 100
+    assert abs(mask_loss_weight_at(5004, total, 0.1, "upstream") - 0.066) < 0.002
+    assert abs(mask_loss_weight_at(2 * 5004, total, 0.1, "upstream") - 0.0037) < 0.0003
+    assert mask_loss_weight_at(3 * 5004, total, 0.1, "upstream") < 2e-6
+    assert mask_loss_weight_at(3 * 5004, total, 0.1, "cosine") > 0.099
+    with pytest.raises(ValueError, match="constant"):
+        mask_loss_weight_at(1, 10, 0.1, "linear")
+
+
+def test_bad_inputs_give_clear_errors():
+    model = _model()
+    x, y = _batch()
+    with pytest.raises(ValueError, match="at least 2"):
+        model.training_step(x[:1], y[:1])
+    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+        model.training_step(x, y + 10)
+    with pytest.raises(TypeError, match="integer"):
+        model.training_step(x, y.float())
+    with pytest.raises(ValueError, match="channels"):
+        model.training_step(x[:, :1], y)
+    with pytest.raises(ValueError, match="alpha"):
+        AutoMix("resnet_tiny_cifar", 5, alpha=0)
+
+
+def test_loss_decreases_on_real_digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # [1797, 1, 8, 8]
+    x = F.interpolate(x, size=16, mode="bilinear", align_corners=False)
+    x = (x - 0.3) / 0.4
+    y = torch.tensor(d.target)
+    torch.manual_seed(0)
+    model = AutoMix("resnet_tiny_cifar", 10, in_chans=1)
+    opt = torch.optim.SGD(model.online_parameters() + model.mix_block_parameters(), lr=0.05, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    losses, total = [], 40
+    for step in range(total):
+        idx = torch.randint(0, len(y), (64,), generator=g)
+        out = model.training_step(x[idx], y[idx], step, total, generator=g)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        model.momentum_update(step, total)
+        losses.append(out["loss_one_q"].item())
+    assert sum(losses[-8:]) / 8 < 0.7 * sum(losses[:8]) / 8
+
+
+@pytest.mark.parametrize("name,kwargs,size", [
+    ("resnet18_cifar", {}, 32),
+    ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 4}, 32),
+    ("convnext_atto", {}, 64),
+])
+def test_backbones_construct_and_step(name, kwargs, size):
+    torch.manual_seed(0)
+    model = AutoMix(name, 4, **kwargs)
+    x, y = _batch(n=4, size=size, classes=4)
+    out = model.training_step(x, y, 0, 10, generator=torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["mask_mb"].shape == (4, 2, size, size)
+    assert any(p.grad is not None for p in model.mix_block_parameters())
+
+
+@pytest.mark.slow
+def test_imagenet_resnet50_at_224_px():
+    torch.manual_seed(0)
+    model = AutoMix("resnet50", 10, lam_concat=True, end_momentum=0.99999)
+    assert model.mix_block.in_channels == 1024 and model.mix_block.lam_concat
+    x, y = _batch(n=2, size=224, classes=10)
+    out = model.training_step(x, y, 0, 10, generator=torch.Generator().manual_seed(0))
+    assert model.feature_map(x).shape == (2, 1024, 14, 14)
+    assert out["mask_mb"].shape == (2, 2, 224, 224)
+    out["loss"].backward()
