@@ -1,2 +1,21 @@
-"""automix_lite: AutoMix (Liu, Li et al., ECCV 2022, arXiv:2103.13027) without the framework."""
+"""automix_lite: AutoMix (Liu, Li et al., ECCV 2022, arXiv:2103.13027) without the framework.
+
+The public API (see ``shared/docs/design.md``): mixing (``mix``, ``MixOutput``, ``mix_loss``, ``MIXERS``),
+the Mix Block (``MixBlock``, ``mask_loss``), ``AutoMix``, backbones, ``TrainConfig`` + ``train``.
+"""
 __version__ = "0.1.0"
+
+from .automix import HEADS, AutoMix, AutoMixAugment, mask_loss_weight_at, momentum_at
+from .config import PRESETS, TrainConfig
+from .mixblock import MixBlock, mask_loss
+from .mixing import MIXERS, MixOutput, manifold_forward, mix, mix_loss, sample_lam, sample_perm
+from .models import Classifier, create_backbone, feature_map, stage_modules
+from .train import TrainResult, train  # noqa: E402  (the function shadows the module name, as in torch)
+
+__all__ = [
+    "__version__", "AutoMix", "AutoMixAugment", "HEADS", "MixBlock", "mask_loss", "momentum_at",
+    "mask_loss_weight_at", "MIXERS", "MixOutput", "mix", "mix_loss", "manifold_forward", "sample_lam",
+    "sample_perm", "Classifier", "create_backbone", "feature_map", "stage_modules", "TrainConfig", "PRESETS",
+    "train", "TrainResult",
+]
+

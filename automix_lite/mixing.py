@@ -1,0 +1,576 @@
+"""Mixing core: λ sampling, pairing, mask-based mixing, the mixed loss and the hand-crafted mixers.
+
+Every mixer pairs sample i with partner ``perm[i]`` and returns a :class:`MixOutput` whose ``mask`` is the
+pixel weight of the sample itself (the partner gets ``1 - mask``) and whose ``lam`` is the weight of
+``target_a`` per sample. For every mask method ``lam`` equals the per-sample mean of the float32 mask.
+
+Papers:
+    MixUp        Zhang et al., ICLR 2018, arXiv:1710.09412
+    CutMix       Yun et al., ICCV 2019, arXiv:1905.04899
+    ManifoldMix  Verma et al., ICML 2019, arXiv:1806.05236
+    FMix         Harris et al., 2020, arXiv:2002.12047
+    ResizeMix    Qin et al., 2020, arXiv:2012.11101
+    SaliencyMix  Uddin et al., ICLR 2021, arXiv:2006.01791
+    SmoothMix    Lee et al., CVPR Workshops 2020
+    GridMix      Baek et al., Pattern Recognition 2021
+    Spectral residual saliency: Hou & Zhang, CVPR 2007
+
+Differences from OpenMixup (``openmixup/models/augments``):
+    * One λ is drawn per batch as there, but ``lam`` is reported per sample and is the *realised* mask area for
+      every method whose masks differ between samples (cutmix, fmix, saliencymix, smoothmix, gridmix, resizemix).
+    * FMix, SmoothMix and GridMix draw one mask per sample (OpenMixup: one per batch).
+    * SaliencyMix uses spectral-residual saliency written in torch instead of OpenCV's fine-grained static
+      saliency, and centres one box per sample on *its own partner's* peak (the reference code uses the peak
+      of the first partner for the whole batch).
+    * SmoothMix draws the Gaussian bump as OpenMixup does (random centre, σ ~ U(0.25, 0.5) · side) and then scales
+      it, clipping at 1, so that its mass is exactly 1 - λ with λ ~ Beta(α, α); OpenMixup takes λ from the mass.
+    * GridMix takes each cell of an n x n grid from the partner with probability 1 - λ (the paper's idea) instead
+      of OpenMixup's regular holes inside a random crop.
+    * Images are mixed in float32 and cast back to the input dtype; masks are always float32.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "MixOutput", "mix", "mix_loss", "soft_targets", "MIXERS", "sample_lam", "sample_perm", "mix_images",
+    "cutmix_box", "box_mask", "fmix_mask", "smooth_mask", "grid_mask", "spectral_residual_saliency",
+    "manifold_forward",
+]
+
+
+@dataclass
+class MixOutput:
+    """Result of one mixing call (shapes for a batch of N images of size H x W).
+
+    Args:
+        images: [N, C, H, W] mixed images, same dtype as the input (a new tensor).
+        target_a: [N] labels of the samples themselves (= y).
+        target_b: [N] labels of the partners (= y[perm]).
+        lam: [N] float32 weight of ``target_a`` per sample.
+        mask: [N, 1, H, W] float32 in [0, 1], pixel weight of the sample itself; None for feature-level methods.
+        perm: [N] long, partner index of each sample.
+        stage: feature stage to mix at (manifoldmix only), see :func:`manifold_forward`.
+        method: name of the mixer that produced this output.
+    """
+
+    images: torch.Tensor
+    target_a: torch.Tensor
+    target_b: torch.Tensor
+    lam: torch.Tensor
+    mask: torch.Tensor | None
+    perm: torch.Tensor
+    stage: int | None = None
+    method: str = ""
+
+
+# ----------------------------------------------------------------------------- checks and random helpers
+
+def _check_inputs(x, y, alpha) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor [N, C, H, W], got "
+                        f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}; convert with x.float()")
+    if x.dim() != 4:
+        raise ValueError(f"x must be 4-D [N, C, H, W], got shape {tuple(x.shape)}; add a batch dim with x[None]")
+    if (not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool):
+        raise TypeError(f"y must be an integer tensor of class indices, got "
+                        f"{type(y).__name__ if not isinstance(y, torch.Tensor) else y.dtype}; use y.long()")
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must be 1-D with one label per image ({x.shape[0]}), got shape {tuple(y.shape)}")
+    if not float(alpha) > 0:
+        raise ValueError(f"alpha must be > 0 (λ ~ Beta(alpha, alpha)), got {alpha}; use method='vanilla' to not mix")
+
+
+def _check_lam(lam) -> float:
+    lam = float(lam)
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam must lie in [0, 1] (weight of the sample itself), got {lam}")
+    return lam
+
+
+def _reject_extra(name: str, kw: dict) -> None:
+    if kw:
+        raise TypeError(f"mixer '{name}' got unexpected options {sorted(kw)}; see help(MIXERS['{name}'])")
+
+
+def _dev(generator: torch.Generator | None, fallback=None) -> torch.device:
+    """Device to draw on: the generator's own device, else ``fallback`` (CPU when None)."""
+    if generator is not None:
+        return generator.device
+    return torch.device(fallback) if fallback is not None else torch.device("cpu")
+
+
+def _uniform(generator, lo: float = 0.0, hi: float = 1.0) -> float:
+    return lo + (hi - lo) * torch.rand((), generator=generator, device=_dev(generator), dtype=torch.float64).item()
+
+
+def _randint(generator, high: int) -> int:
+    return int(torch.randint(high, (), generator=generator, device=_dev(generator)).item())
+
+
+def _log_gamma(shape: float, generator) -> float:
+    """log of one Gamma(shape, 1) draw (Marsaglia & Tsang 2000; boosted for shape < 1)."""
+    if shape < 1.0:  # G(a) = G(a + 1) * U^(1/a)
+        return _log_gamma(shape + 1.0, generator) + math.log(1.0 - _uniform(generator)) / shape
+    d = shape - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    while True:
+        z = torch.randn((), generator=generator, device=_dev(generator), dtype=torch.float64).item()
+        v = (1.0 + c * z) ** 3
+        if v <= 0:
+            continue
+        u = 1.0 - _uniform(generator)  # in (0, 1]
+        if math.log(u) < 0.5 * z * z + d - d * v + d * math.log(v):
+            return math.log(d * v)
+
+
+def sample_lam(alpha: float = 1.0, generator: torch.Generator | None = None) -> float:
+    """Draw λ ~ Beta(alpha, alpha) as G1 / (G1 + G2) of two Gamma(alpha) draws, using ``generator``.
+
+    Args:
+        alpha: concentration, > 0 (1 = uniform, small = λ near 0 or 1, large = λ near 0.5).
+        generator: optional torch.Generator for reproducibility.
+    """
+    if not float(alpha) > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    d = _log_gamma(float(alpha), generator) - _log_gamma(float(alpha), generator)  # log G1 - log G2
+    return 1.0 / (1.0 + math.exp(-d)) if d > -700 else 0.0  # G1 / (G1 + G2), overflow-safe
+
+
+def sample_perm(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random pairing: ``torch.randperm(n)`` drawn with ``generator`` (fixed points are allowed).
+
+    Args:
+        n: batch size, at least 2.
+        generator: optional torch.Generator; the permutation lives on its device.
+    """
+    if n < 2:
+        raise ValueError(f"pairing needs a batch of at least 2 samples, got {n}; "
+                         "use drop_last=True in the DataLoader or method='vanilla'")
+    return torch.randperm(n, generator=generator, device=_dev(generator))
+
+
+def _setup(x, y, alpha, lam, generator):
+    """Shared prologue of the pairing mixers: validate, then draw λ (unless forced) and the permutation."""
+    _check_inputs(x, y, alpha)
+    lam = sample_lam(alpha, generator) if lam is None else _check_lam(lam)
+    perm = sample_perm(x.shape[0], generator).to(x.device)
+    return lam, perm
+
+
+def _output(x, y, images, lam, mask, perm, method, stage=None) -> MixOutput:
+    if not isinstance(lam, torch.Tensor):
+        lam = torch.full((x.shape[0],), float(lam))
+    return MixOutput(images=images, target_a=y, target_b=y[perm.to(y.device)],
+                     lam=lam.to(device=x.device, dtype=torch.float32), mask=mask, perm=perm,
+                     stage=stage, method=method)
+
+
+def _area(mask: torch.Tensor) -> torch.Tensor:
+    return mask.mean(dim=(1, 2, 3))  # [N]
+
+
+# ----------------------------------------------------------------------------- pure building blocks
+
+def mix_images(x: torch.Tensor, mask: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """``x * mask + x[perm] * (1 - mask)`` computed in (at least) float32 and cast back to ``x.dtype``.
+
+    Args:
+        x: [N, C, H, W] images (not modified).
+        mask: [N, 1, H, W] (or anything broadcastable) weight of each sample itself, in [0, 1].
+        perm: [N] partner index.
+    """
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    xf = x.to(dtype)
+    m = mask.to(device=x.device, dtype=dtype)
+    return (xf * m + xf[perm] * (1 - m)).to(x.dtype)  # [N, C, H, W]
+
+
+def cutmix_box(h: int, w: int, lam: float, generator: torch.Generator | None = None, *,
+               center: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+    """CutMix box ``(y0, y1, x0, x1)`` of nominal area (1 - lam) * h * w, clipped to the image.
+
+    Sides are ``int(side * sqrt(1 - lam))``, the centre is uniform (or ``center=(cy, cx)``); clipping only shrinks
+    the box, so the realised own-area ``1 - (y1 - y0) * (x1 - x0) / (h * w)`` is >= lam.
+
+    Args:
+        h, w: image height and width.
+        lam: target weight of the sample itself, in [0, 1].
+        generator: optional torch.Generator for the centre.
+        center: fixed centre (row, column) instead of a random one.
+    """
+    cut = math.sqrt(1.0 - _check_lam(lam))
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = center if center is not None else (_randint(generator, h), _randint(generator, w))
+    y0, y1 = min(max(cy - ch // 2, 0), h), min(max(cy + ch // 2, 0), h)
+    x0, x1 = min(max(cx - cw // 2, 0), w), min(max(cx + cw // 2, 0), w)
+    return y0, y1, x0, x1
+
+
+def box_mask(h: int, w: int, boxes, device=None) -> torch.Tensor:
+    """Float32 mask [N, 1, h, w]: 0 inside each box (taken from the partner), 1 elsewhere.
+
+    Args:
+        h, w: mask size.
+        boxes: one ``(y0, y1, x0, x1)`` box (N = 1) or a long tensor [N, 4] of them; ends are exclusive.
+        device: device of the mask.
+    """
+    b = torch.as_tensor(boxes, dtype=torch.long, device=device).reshape(-1, 4)[:, :, None, None]  # [N, 4, 1, 1]
+    ys = torch.arange(h, device=b.device)[None, :, None]  # [1, h, 1]
+    xs = torch.arange(w, device=b.device)[None, None, :]  # [1, 1, w]
+    inside = (ys >= b[:, 0]) & (ys < b[:, 1]) & (xs >= b[:, 2]) & (xs < b[:, 3])  # [N, h, w]
+    return (~inside).float()[:, None]  # [N, 1, h, w]
+
+
+def fmix_mask(n: int, h: int, w: int, lam: float, generator: torch.Generator | None = None, *,
+              decay_power: float = 3.0, device=None) -> torch.Tensor:
+    """FMix mask [n, 1, h, w]: low-frequency Fourier noise whose top ``round(lam * h * w)`` pixels are 1.
+
+    The noise spectrum is complex Gaussian scaled by 1 / max(f, 1 / max(h, w)) ** decay_power, so larger
+    ``decay_power`` gives smoother blobs. The area is exact: every mask has ``round(lam * h * w)`` ones.
+
+    Args:
+        n, h, w: number and size of masks.
+        lam: fraction of pixels kept from the sample itself.
+        generator: optional torch.Generator (the noise is drawn on its device, else on ``device``).
+        decay_power: spectral decay exponent (3 in the paper).
+        device: device of the returned mask.
+    """
+    lam, dev = _check_lam(lam), _dev(generator, device)
+    fy = torch.fft.fftfreq(h, device=dev)[:, None]  # [h, 1]
+    fx = torch.fft.rfftfreq(w, device=dev)[None, :]  # [1, w//2+1]
+    scale = (fy ** 2 + fx ** 2).sqrt().clamp_min(1.0 / max(h, w)) ** -decay_power  # [h, w//2+1]
+    spec = torch.randn(n, h, w // 2 + 1, 2, generator=generator, device=dev)
+    noise = torch.fft.irfft2(torch.view_as_complex(spec) * scale, s=(h, w)).reshape(n, h * w)  # [n, h*w]
+    k = int(round(lam * h * w))
+    top = noise.argsort(dim=1, descending=True)[:, :k]  # [n, k]
+    mask = torch.zeros(n, h * w, device=dev).scatter_(1, top, 1.0)
+    return mask.reshape(n, 1, h, w).to(device if device is not None else dev)
+
+
+def _scale_to_mass(g: torch.Tensor, target: float) -> torch.Tensor:
+    """Scale each row of g [n, P] (values in (0, 1]) by s >= 0 so that mean(clamp(s * g, max=1)) == target.
+
+    With the k largest values saturated the mean is (k + s * tail_k) / P; each such line lies above the true curve,
+    so the solution is s = max_k (P * target - k) / tail_k over k <= P * target.
+    """
+    if target <= 0:
+        return torch.zeros_like(g)
+    if target >= 1:
+        return torch.ones_like(g)
+    p = g.shape[1]
+    gs = g.sort(dim=1, descending=True).values  # [n, P]
+    tail = gs.flip(1).cumsum(1).flip(1).clamp_min(1e-30)  # tail[:, k] = sum of gs[:, k:]
+    k = torch.arange(p, device=g.device, dtype=g.dtype)
+    s = ((p * target - k) / tail).amax(dim=1, keepdim=True)  # [n, 1]
+    return (s * g).clamp(0, 1)
+
+
+def smooth_mask(n: int, h: int, w: int, lam: float, generator: torch.Generator | None = None, *,
+                sigma_range: tuple[float, float] = (0.25, 0.5), device=None) -> torch.Tensor:
+    """SmoothMix mask [n, 1, h, w]: 1 minus a Gaussian bump at a random centre, whose mass is 1 - lam.
+
+    Each bump has centre uniform in the image and widths σ = u · (h, w), u ~ U(*sigma_range); it is then scaled
+    (clipping at 1) so that the mask's mean is lam up to float rounding. lam = 1 gives ones, lam = 0 zeros.
+
+    Args:
+        n, h, w: number and size of masks.
+        lam: mean of each mask (the weight of the sample itself).
+        generator: optional torch.Generator (drawn on its device, else on ``device``).
+        sigma_range: range of the Gaussian width as a fraction of the side.
+        device: device of the returned mask.
+    """
+    lam, dev = _check_lam(lam), _dev(generator, device)
+    u = torch.rand(n, 3, generator=generator, device=dev)  # centre y, centre x, width
+    cy, cx = (u[:, 0] * h)[:, None, None], (u[:, 1] * w)[:, None, None]
+    sig = (sigma_range[0] + (sigma_range[1] - sigma_range[0]) * u[:, 2])[:, None, None]
+    ys = torch.arange(h, device=dev, dtype=torch.float32)[None, :, None] + 0.5
+    xs = torch.arange(w, device=dev, dtype=torch.float32)[None, None, :] + 0.5
+    bump = torch.exp(-0.5 * (((ys - cy) / (sig * h)) ** 2 + ((xs - cx) / (sig * w)) ** 2))  # [n, h, w]
+    partner = _scale_to_mass(bump.reshape(n, h * w), 1.0 - lam)
+    return (1.0 - partner).reshape(n, 1, h, w).to(device if device is not None else dev)
+
+
+def grid_mask(n: int, h: int, w: int, lam: float, generator: torch.Generator | None = None, *,
+              cells: int | tuple[int, int] = (2, 8), device=None) -> torch.Tensor:
+    """GridMix mask [n, 1, h, w]: a g x g grid whose cells are kept with probability lam, else 0 (partner).
+
+    Args:
+        n, h, w: number and size of masks.
+        lam: probability that a cell is kept from the sample itself (realised area varies around it).
+        generator: optional torch.Generator (drawn on its device, else on ``device``).
+        cells: cells per side, or an inclusive range drawn once per call; capped at min(h, w).
+        device: device of the returned mask.
+    """
+    lam, dev = _check_lam(lam), _dev(generator, device)
+    lo, hi = (cells, cells) if isinstance(cells, int) else cells
+    g = min(lo + _randint(generator, hi - lo + 1), h, w)
+    keep = (torch.rand(n, g, g, generator=generator, device=dev) < lam).float()  # [n, g, g]
+    rows = torch.arange(h, device=dev) * g // h  # cell row of each pixel row
+    cols = torch.arange(w, device=dev) * g // w
+    mask = keep[:, rows][:, :, cols]  # [n, h, w]
+    return mask[:, None].to(device if device is not None else dev)
+
+
+def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of img [N, H, W] with reflect padding."""
+    h, w = img.shape[-2:]
+    r = max(1, min(int(math.ceil(3 * sigma)), h - 1, w - 1))
+    t = torch.arange(-r, r + 1, device=img.device, dtype=img.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    out = F.pad(img[:, None], (r, r, r, r), mode="reflect")  # [N, 1, H+2r, W+2r]
+    out = F.conv2d(out, k.view(1, 1, 1, -1))
+    return F.conv2d(out, k.view(1, 1, -1, 1))[:, 0]  # [N, H, W]
+
+
+@torch.no_grad()
+def spectral_residual_saliency(x: torch.Tensor, *, work_size: int = 64, sigma: float = 2.5) -> torch.Tensor:
+    """Spectral-residual saliency (Hou & Zhang, CVPR 2007) of x [N, C, H, W] -> [N, H, W], max 1 per image.
+
+    On the channel-mean image: log-amplitude spectrum minus its 3x3 (circular) box-filtered version, phase kept,
+    inverse FFT, squared magnitude, Gaussian blur. As in the paper the map is computed with the longer side at
+    most ``work_size`` pixels and resized back.
+
+    Args:
+        x: images, any float dtype.
+        work_size: longer side of the working resolution (64 in the paper).
+        sigma: blur width in pixels at a working side of 64 (scaled with the working size).
+    """
+    n, _, h, w = x.shape
+    gray = x.double().mean(1, keepdim=True)  # [N, 1, H, W]; float64 so the flattened spectrum is not rounding noise
+    if max(h, w) > work_size:
+        s = work_size / max(h, w)
+        gray = F.interpolate(gray, size=(max(1, round(h * s)), max(1, round(w * s))), mode="area")
+    spec = torch.fft.fft2(gray[:, 0])  # [N, h', w']
+    log_amp = torch.log(spec.abs().clamp_min(1e-8))
+    smooth = F.avg_pool2d(F.pad(log_amp[:, None], (1, 1, 1, 1), mode="circular"), 3, stride=1)[:, 0]
+    sal = torch.fft.ifft2(torch.polar(torch.exp(log_amp - smooth), torch.angle(spec))).abs() ** 2
+    sal = _gaussian_blur(sal, sigma * max(sal.shape[-2:]) / 64)
+    if sal.shape[-2:] != (h, w):
+        sal = F.interpolate(sal[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+    sal = sal / sal.flatten(1).amax(1).clamp_min(1e-30)[:, None, None]
+    return sal.float()  # [N, H, W]
+
+
+# ----------------------------------------------------------------------------- mixers
+
+def vanilla(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
+    """No mixing (baseline): images are a copy of x, lam = 1, mask = ones, perm = identity."""
+    _reject_extra("vanilla", kw)
+    _check_inputs(x, y, alpha)
+    if lam is not None and _check_lam(lam) != 1.0:
+        raise ValueError(f"vanilla does not mix, so lam must be None or 1, got {lam}")
+    n, _, h, w = x.shape
+    perm = torch.arange(n, device=x.device)
+    return _output(x, y, x.clone(), 1.0, torch.ones(n, 1, h, w, device=x.device), perm, "vanilla")
+
+
+def mixup(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
+    """MixUp (Zhang et al., ICLR 2018): λ ~ Beta(α, α) per batch, global blend; lam = λ, mask = constant λ."""
+    _reject_extra("mixup", kw)
+    lam, perm = _setup(x, y, alpha, lam, generator)
+    n, _, h, w = x.shape
+    mask = torch.full((n, 1, h, w), lam, device=x.device)
+    return _output(x, y, mix_images(x, mask, perm), lam, mask, perm, "mixup")
+
+
+def cutmix(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
+    """CutMix (Yun et al., ICCV 2019): λ ~ Beta(α, α), one partner box of area 1 - λ per batch; lam = realised area."""
+    _reject_extra("cutmix", kw)
+    lam, perm = _setup(x, y, alpha, lam, generator)
+    n, _, h, w = x.shape
+    mask = box_mask(h, w, cutmix_box(h, w, lam, generator), device=x.device).expand(n, 1, h, w).clone()
+    return _output(x, y, mix_images(x, mask, perm), _area(mask), mask, perm, "cutmix")
+
+
+def fmix(x, y, *, alpha=1.0, generator=None, lam=None, decay_power=3.0, **kw) -> MixOutput:
+    """FMix (Harris et al., 2020): λ ~ Beta(α, α), per-sample Fourier-noise masks with exactly λ·HW own pixels;
+    lam = realised area (λ rounded to whole pixels)."""
+    _reject_extra("fmix", kw)
+    lam, perm = _setup(x, y, alpha, lam, generator)
+    n, _, h, w = x.shape
+    mask = fmix_mask(n, h, w, lam, generator, decay_power=decay_power, device=x.device)
+    return _output(x, y, mix_images(x, mask, perm), _area(mask), mask, perm, "fmix")
+
+
+def smoothmix(x, y, *, alpha=1.0, generator=None, lam=None, sigma_range=(0.25, 0.5), **kw) -> MixOutput:
+    """SmoothMix (Lee et al., CVPR-W 2020): λ ~ Beta(α, α), per-sample soft Gaussian partner bump of mass 1 - λ;
+    lam = realised mask mean."""
+    _reject_extra("smoothmix", kw)
+    lam, perm = _setup(x, y, alpha, lam, generator)
+    n, _, h, w = x.shape
+    mask = smooth_mask(n, h, w, lam, generator, sigma_range=sigma_range, device=x.device)
+    return _output(x, y, mix_images(x, mask, perm), _area(mask), mask, perm, "smoothmix")
+
+
+def gridmix(x, y, *, alpha=1.0, generator=None, lam=None, cells=(2, 8), **kw) -> MixOutput:
+    """GridMix (Baek et al., Pattern Recognition 2021): λ ~ Beta(α, α), each grid cell from the partner with
+    probability 1 - λ; lam = realised own area per sample."""
+    _reject_extra("gridmix", kw)
+    lam, perm = _setup(x, y, alpha, lam, generator)
+    n, _, h, w = x.shape
+    mask = grid_mask(n, h, w, lam, generator, cells=cells, device=x.device)
+    return _output(x, y, mix_images(x, mask, perm), _area(mask), mask, perm, "gridmix")
+
+
+def resizemix(x, y, *, alpha=1.0, generator=None, lam=None, scale=(0.1, 0.8), **kw) -> MixOutput:
+    """ResizeMix (Qin et al., 2020): the partner shrunk to a patch of scale τ ~ U(0.1, 0.8) (α unused; forced lam
+    gives τ = sqrt(1 - lam)) pasted at a random place; lam = own area 1 - patch area."""
+    _reject_extra("resizemix", kw)
+    _check_inputs(x, y, alpha)
+    tau = _uniform(generator, *scale) if lam is None else math.sqrt(1.0 - _check_lam(lam))
+    perm = sample_perm(x.shape[0], generator).to(x.device)
+    n, _, h, w = x.shape
+    ph, pw = int(round(tau * h)), int(round(tau * w))
+    y0, x0 = _randint(generator, h - ph + 1), _randint(generator, w - pw + 1)
+    mask = box_mask(h, w, (y0, y0 + ph, x0, x0 + pw), device=x.device).expand(n, 1, h, w).clone()
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
+    images = xf * mask  # [N, C, H, W], zero inside the patch
+    if ph > 0 and pw > 0:
+        images[:, :, y0:y0 + ph, x0:x0 + pw] = F.interpolate(
+            xf[perm], size=(ph, pw), mode="bilinear", align_corners=False, antialias=(ph < h or pw < w))
+    return _output(x, y, images.to(x.dtype), _area(mask), mask, perm, "resizemix")
+
+
+def saliencymix(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
+    """SaliencyMix (Uddin et al., ICLR 2021): λ ~ Beta(α, α), a CutMix box of area 1 - λ centred on the partner's
+    spectral-residual saliency peak, pasted at the same place; lam = realised area per sample."""
+    _reject_extra("saliencymix", kw)
+    lam, perm = _setup(x, y, alpha, lam, generator)
+    n, _, h, w = x.shape
+    peak = spectral_residual_saliency(x).flatten(1).argmax(1)[perm].tolist()  # partner's peak, flat index
+    boxes = [cutmix_box(h, w, lam, center=(p // w, p % w)) for p in peak]
+    mask = box_mask(h, w, boxes, device=x.device)
+    return _output(x, y, mix_images(x, mask, perm), _area(mask), mask, perm, "saliencymix")
+
+
+def manifoldmix(x, y, *, alpha=1.0, generator=None, lam=None, stages=(0, 1, 2, 3), num_stages=None,
+                **kw) -> MixOutput:
+    """ManifoldMix (Verma et al., ICML 2019): λ ~ Beta(α, α) per batch, mixed later at a hidden stage drawn from
+    ``stages`` (below ``num_stages`` if given); images = copy of x, mask None, lam = λ. Use manifold_forward."""
+    _reject_extra("manifoldmix", kw)
+    lam, perm = _setup(x, y, alpha, lam, generator)
+    choices = [int(s) for s in stages if num_stages is None or int(s) < num_stages]
+    if not choices:
+        raise ValueError(f"no stage in {tuple(stages)} is below num_stages={num_stages}")
+    stage = choices[_randint(generator, len(choices))]
+    return _output(x, y, x.clone(), lam, None, perm, "manifoldmix", stage=stage)
+
+
+Mixer = Callable[..., MixOutput]
+MIXERS: dict[str, Mixer] = {
+    "vanilla": vanilla, "mixup": mixup, "cutmix": cutmix, "manifoldmix": manifoldmix, "fmix": fmix,
+    "resizemix": resizemix, "saliencymix": saliencymix, "smoothmix": smoothmix, "gridmix": gridmix,
+}
+
+
+def mix(x: torch.Tensor, y: torch.Tensor, method: str | Mixer, *, alpha: float = 1.0,
+        generator: torch.Generator | None = None, **kwargs) -> MixOutput:
+    """Mix a batch with a named method from MIXERS or any mixer callable (e.g. a frozen AutoMix mixer).
+
+    Args:
+        x: [N, C, H, W] float images (never modified in place).
+        y: [N] integer labels.
+        method: a name in MIXERS or a callable ``mixer(x, y, *, alpha, generator, **kwargs) -> MixOutput``.
+        alpha: Beta(alpha, alpha) concentration for λ.
+        generator: optional torch.Generator for every random draw.
+        **kwargs: passed to the mixer, e.g. ``lam=0.7`` to force the ratio.
+    """
+    if isinstance(method, str):
+        fn = MIXERS.get(method, MIXERS.get(method.lower()))
+        if fn is None:
+            close = difflib.get_close_matches(method.lower(), list(MIXERS), n=1, cutoff=0.0)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"unknown mixing method '{method}'.{hint} Available: {', '.join(MIXERS)}")
+    elif callable(method):
+        fn = method
+    else:
+        raise TypeError(f"method must be a name in MIXERS or a callable, got {type(method).__name__}")
+    _check_inputs(x, y, alpha)
+    out = fn(x, y, alpha=alpha, generator=generator, **kwargs)
+    if not isinstance(out, MixOutput):
+        raise TypeError(f"mixer {method!r} returned {type(out).__name__}, expected MixOutput")
+    return out
+
+
+# ----------------------------------------------------------------------------- losses and feature-level mixing
+
+def mix_loss(logits: torch.Tensor, out: MixOutput, smoothing: float = 0.0) -> torch.Tensor:
+    """Mean over the batch of λ_i · CE(logits_i, target_a_i) + (1 - λ_i) · CE(logits_i, target_b_i), in float32.
+
+    Args:
+        logits: [N, K] class scores.
+        out: the MixOutput the logits were computed from.
+        smoothing: label smoothing applied to each CE term, in [0, 1).
+    """
+    if logits.dim() != 2 or logits.shape[0] != out.target_a.shape[0]:
+        raise ValueError(f"logits must be [N, K] with N = {out.target_a.shape[0]}, got {tuple(logits.shape)}")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}")
+    lf = logits.float()
+    ce_a = F.cross_entropy(lf, out.target_a.to(lf.device), reduction="none", label_smoothing=smoothing)  # [N]
+    ce_b = F.cross_entropy(lf, out.target_b.to(lf.device), reduction="none", label_smoothing=smoothing)  # [N]
+    lam = out.lam.to(device=lf.device, dtype=torch.float32)
+    return (lam * ce_a + (1 - lam) * ce_b).mean()
+
+
+def soft_targets(out: MixOutput, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
+    """Mixed label distribution [N, K]: λ·onehot(target_a) + (1 - λ)·onehot(target_b), optionally smoothed.
+
+    ``F.cross_entropy(logits, soft_targets(out, K, s))`` equals ``mix_loss(logits, out, s)``.
+
+    Args:
+        out: a MixOutput.
+        num_classes: K.
+        smoothing: label smoothing (mass s spread uniformly over the K classes).
+    """
+    lam = out.lam.float()[:, None]  # [N, 1]
+    t = lam * F.one_hot(out.target_a, num_classes).float() + (1 - lam) * F.one_hot(out.target_b, num_classes).float()
+    return t * (1 - smoothing) + smoothing / num_classes  # [N, K]
+
+
+def manifold_forward(model: torch.nn.Module, x: torch.Tensor, out: MixOutput, *, stage: int | None = None):
+    """Run ``model(x)`` with the output h of feature stage ``stage`` replaced by lam·h + (1 - lam)·h[perm].
+
+    The stage module is ``automix_lite.models.stage_modules(model)[stage]``; ``stage`` defaults to ``out.stage``
+    (clipped to the model's last stage). Only the module's first call in the forward pass is mixed, and the hook
+    is always removed afterwards.
+
+    Args:
+        model: the network (its stages must be known to ``stage_modules``).
+        x: [N, C, H, W] input, normally ``out.images``.
+        out: MixOutput giving lam [N] and perm [N] (e.g. from ``mix(x, y, "manifoldmix")``).
+        stage: explicit stage index in [0, number of stages).
+    """
+    from automix_lite.models import stage_modules  # lazy: models imports timm
+
+    modules = stage_modules(model)
+    if stage is None:
+        if out.stage is None:
+            raise ValueError("out has no stage: create it with mix(x, y, 'manifoldmix') or pass stage=")
+        stage = min(int(out.stage), len(modules) - 1)
+    elif not 0 <= stage < len(modules):
+        raise ValueError(f"stage must lie in [0, {len(modules)}) for this model, got {stage}")
+    done = []
+
+    def hook(module, inputs, h):
+        if done:
+            return None
+        if not isinstance(h, torch.Tensor):
+            raise TypeError(f"stage {stage} outputs {type(h).__name__}, manifold mixing needs a tensor")
+        done.append(True)
+        lam = out.lam.to(device=h.device, dtype=h.dtype).view(-1, *([1] * (h.dim() - 1)))  # [N, 1, ...]
+        return lam * h + (1 - lam) * h[out.perm.to(h.device)]
+
+    handle = modules[stage].register_forward_hook(hook)
+    try:
+        return model(x)
+    finally:
+        handle.remove()
