@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 from .automix import HEADS, AutoMix, AutoMixAugment, mask_loss_weight_at, momentum_at
 from .config import PRESETS, TrainConfig
+from .interop import CheckpointMismatchError, from_openmixup, to_openmixup
 from .mixblock import MixBlock, mask_loss
 from .mixing import MIXERS, MixOutput, manifold_forward, mix, mix_loss, sample_lam, sample_perm
 from .models import Classifier, create_backbone, feature_map, stage_modules
@@ -16,6 +17,6 @@ __all__ = [
     "__version__", "AutoMix", "AutoMixAugment", "HEADS", "MixBlock", "mask_loss", "momentum_at",
     "mask_loss_weight_at", "MIXERS", "MixOutput", "mix", "mix_loss", "manifold_forward", "sample_lam",
     "sample_perm", "Classifier", "create_backbone", "feature_map", "stage_modules", "TrainConfig", "PRESETS",
-    "train", "TrainResult",
+    "train", "TrainResult", "from_openmixup", "to_openmixup", "CheckpointMismatchError",
 ]
 

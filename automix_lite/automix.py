@@ -217,9 +217,19 @@ class AutoMix(nn.Module):
             return feature_map(self.backbone_k, x, self.feature_stage)
 
     def generate_mask(self, x: torch.Tensor, lam, perm: torch.Tensor) -> torch.Tensor:
-        """Mix Block mask [N, 2, H, W] for figures and frozen mixing (no gradient, no fallback)."""
-        with torch.no_grad():
-            return self.mix_block(self.feature_map(x), lam, perm.to(x.device), x.shape[-2:])
+        """Mix Block mask [N, 2, H, W] for figures and frozen mixing (no gradient, no fallback).
+
+        The momentum encoder and the Mix Block run in eval mode (BN running statistics, nothing updated),
+        whatever the model's mode; their modes are restored afterwards."""
+        modes = [(m, m.training) for m in (self.backbone_k, self.mix_block)]
+        try:
+            for m, _ in modes:
+                m.eval()
+            with torch.no_grad():
+                return self.mix_block(self.feature_map(x), lam, perm.to(x.device), x.shape[-2:])
+        finally:
+            for m, was in modes:
+                m.train(was)
 
     def _adjust(self, mask: torch.Tensor, lam: float) -> torch.Tensor:
         """Rescale each mask so the own-sample area equals λ exactly (the over-sized channel shrinks)."""

@@ -1,0 +1,530 @@
+"""Datasets, transforms and loaders for automix_lite.
+
+AutoMix (Liu, Li et al., ECCV 2022, arXiv:2103.13027) trains on CIFAR-10/100, Tiny-ImageNet and
+ImageNet with the OpenMixup pipelines (spec §2): CIFAR ``RandomCrop(32, padding=4, reflect)`` + flip;
+Tiny-ImageNet ``RandomResizedCrop(64, bicubic)`` + flip, test at 64 px; ImageNet
+``RandomResizedCrop(224, bicubic)`` + flip, test ``Resize(256)`` + ``CenterCrop(224)``.
+Offline datasets for CPU demos and tests: scikit-learn's bundled ``digits`` (1,797 8x8 images),
+``fashion-mnist`` (Debian files or torchvision's layout) and ``fake`` (seeded synthetic images).
+
+Deviations from OpenMixup: ``label_noise`` / ``train_subset`` / ``val_subset`` are additions for
+small-data experiments; ``img_size`` other than the native size inserts a ``Resize``.
+
+Randomness: subsets and label noise use generators seeded from ``cfg.seed`` (the val subset and the
+digits split use a fixed seed, so every run sees the same evaluation set); per-sample augmentation
+uses torch's default RNG, which the DataLoader seeds per worker from its seeded generator.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from .config import TrainConfig
+
+__all__ = ["DatasetInfo", "InMemoryImageDataset", "FakeImageDataset", "LabelledView", "build_datasets",
+           "build_loaders", "denormalize", "corrupt_labels", "read_idx", "per_rank_batch_size"]
+
+_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# name: (native img_size, native channels, classes or None = from the folder, mean, std)
+_DEFAULTS = {
+    "digits": (32, 1, 10, (0.305,), (0.33,)),  # load_digits / 16, measured after upsampling to 32 px
+    "fashion-mnist": (28, 1, 10, (0.286,), (0.353,)),
+    "cifar10": (32, 3, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": (32, 3, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "tiny-imagenet": (64, 3, 200, *_IMAGENET_STATS),
+    "imagenet": (224, 3, None, *_IMAGENET_STATS),
+    "folder": (224, 3, None, *_IMAGENET_STATS),
+    "fake": (32, 3, 10, (0.5,), (0.25,)),
+}
+_DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass
+class DatasetInfo:
+    """What the model and the figures need to know about a dataset.
+
+    Args:
+        num_classes: size of the classifier output.
+        in_chans, img_size: shape of one image tensor, ``[in_chans, img_size, img_size]``.
+        mean, std: per-channel normalisation (length ``in_chans``); see ``denormalize``.
+        class_names: one name per class index.
+    """
+
+    num_classes: int
+    in_chans: int
+    img_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: list[str]
+
+
+# ---------------------------------------------------------------- pure helpers
+def _generator(seed: int, purpose: str) -> torch.Generator:
+    """An independent, reproducible stream per (seed, purpose)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(purpose.encode()))
+
+
+def corrupt_labels(labels: torch.Tensor, num_classes: int, fraction: float, *,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace exactly ``round(fraction * N)`` labels, chosen at random, by a DIFFERENT random class.
+
+    Args:
+        labels: ``[N]`` integer class indices in ``[0, num_classes)``.
+        num_classes: number of classes K (>= 2).
+        fraction: the noise rate p in [0, 1).
+        generator: RNG for the choice of samples and of the new classes.
+    Returns: a new ``[N]`` long tensor (the input is not modified).
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"label noise fraction must be in [0, 1), got {fraction}")
+    if num_classes < 2:
+        raise ValueError(f"label noise needs at least 2 classes, got num_classes={num_classes}")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    n_flip = int(round(fraction * labels.numel()))
+    idx = torch.randperm(labels.numel(), generator=generator)[:n_flip]  # [n_flip]
+    # an offset in 1..K-1 guarantees a different class, uniform over the K-1 others
+    offset = torch.randint(1, num_classes, (n_flip,), generator=generator)
+    out = labels.clone()
+    out[idx] = (labels[idx] + offset) % num_classes
+    return out
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (MNIST format), gzip-compressed or not, into a numpy array."""
+    path = Path(path)
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        data = f.read()
+    if data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (header {data[:4].hex()})")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def denormalize(x: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
+    """Undo the dataset normalisation for display: ``[..., C, H, W]`` -> values in [0, 1]."""
+    if x.dim() < 3 or x.shape[-3] != len(info.mean):
+        raise ValueError(f"expected [..., {len(info.mean)}, H, W] images, got shape {tuple(x.shape)}")
+    mean = torch.tensor(info.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)  # [C, 1, 1]
+    std = torch.tensor(info.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return (x * std + mean).clamp(0.0, 1.0)
+
+
+def per_rank_batch_size(batch_size: int, world_size: int) -> int:
+    """``batch_size`` is the global batch; each DDP rank gets an equal share."""
+    if world_size < 1 or batch_size % world_size:
+        raise ValueError(f"batch_size={batch_size} is the global batch and must divide evenly over "
+                         f"world_size={world_size} ranks; pick a multiple of {world_size}.")
+    return batch_size // world_size
+
+
+# ---------------------------------------------------------------- datasets
+class InMemoryImageDataset(Dataset):
+    """Images held in one tensor: resized and reflect-padded once, then cropped / flipped /
+    channel-matched / normalised per item (a few cheap tensor ops, so ``workers=0`` is fast).
+
+    Args:
+        images: ``[N, C0, h, w]`` uint8 (0..255) or float (0..1) tensor, ``C0`` = 1 or ``in_chans``.
+        targets: ``[N]`` class indices.
+        img_size, in_chans: output shape ``[in_chans, img_size, img_size]`` (1 -> C repeats the grey).
+        mean, std: normalisation, length ``in_chans``.
+        augment: random shift (reflect-pad by ``img_size // 8``, random crop), plus ``flip`` if set.
+        generator: RNG for the augmentation (use only with ``workers=0``; ``None`` = torch default RNG).
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, *, img_size: int, in_chans: int,
+                 mean: Sequence[float], std: Sequence[float], augment: bool = False, flip: bool = False,
+                 generator: torch.Generator | None = None):
+        if images.dim() != 4 or images.shape[1] not in (1, in_chans):
+            raise ValueError(f"images must be [N, 1 or {in_chans}, h, w], got {tuple(images.shape)}")
+        self.pad = max(img_size // 8, 1) if augment else 0
+        self.images = torch.cat([self._prepare(chunk, img_size, self.pad) for chunk in images.split(4096)])
+        self.targets = torch.as_tensor(targets, dtype=torch.long)
+        self.img_size, self.in_chans, self.augment, self.flip = img_size, in_chans, augment, flip
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)  # [C, 1, 1]
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.generator = generator
+
+    @staticmethod
+    def _prepare(x: torch.Tensor, size: int, pad: int) -> torch.Tensor:
+        """Resize ``[n, C0, h, w]`` to ``size`` and reflect-pad by ``pad``, keeping the dtype."""
+        if x.shape[-2:] == (size, size) and pad == 0:
+            return x.clone()
+        y = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        if x.shape[-2:] != (size, size):
+            y = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > size)
+        if pad:
+            y = F.pad(y, (pad, pad, pad, pad), mode="reflect")  # [n, C0, size + 2p, size + 2p]
+        return (y * 255.0).round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else y
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        dy = dx = self.pad
+        flip = False
+        if self.augment:
+            dy, dx, flip = torch.randint(0, 2 * self.pad + 1, (3,), generator=self.generator).tolist()
+            flip = self.flip and flip % 2 == 1
+        x = self.images[i, :, dy:dy + self.img_size, dx:dx + self.img_size]  # [C0, H, W]
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        if flip:
+            x = x.flip(-1)
+        x = x.expand(self.in_chans, -1, -1)  # [C, H, W]
+        return (x - self.mean) / self.std, int(self.targets[i])
+
+
+class FakeImageDataset(Dataset):
+    """Deterministic synthetic images: a smooth per-class pattern plus per-sample noise (learnable).
+
+    Item ``i`` is generated on the fly from ``(seed, i)``, so any ``img_size`` costs no memory.
+    """
+
+    def __init__(self, n: int, *, num_classes: int, in_chans: int, img_size: int, seed: int,
+                 mean: Sequence[float], std: Sequence[float]):
+        g = torch.Generator().manual_seed(seed)
+        self.targets = torch.randint(num_classes, (n,), generator=g)  # [n]
+        self.prototypes = torch.randn(num_classes, in_chans, 4, 4, generator=g)  # [K, C, 4, 4]
+        self.seed, self.img_size = seed, img_size
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        y = int(self.targets[i])
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i + 1)
+        base = F.interpolate(self.prototypes[y][None], size=(self.img_size, self.img_size), mode="bilinear",
+                             align_corners=False)[0]  # [C, H, W]
+        x = (0.5 + 0.2 * base + 0.1 * torch.randn(base.shape, generator=g)).clamp(0, 1)
+        return (x - self.mean) / self.std, y
+
+
+class LabelledView(Dataset):
+    """``base`` restricted to ``indices``, with labels ``targets`` (noisy) and ``clean_targets``."""
+
+    def __init__(self, base: Dataset, indices: torch.Tensor, targets: torch.Tensor, clean_targets: torch.Tensor):
+        self.base, self.indices = base, indices.tolist()
+        self.targets, self.clean_targets = targets, clean_targets
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x, _ = self.base[self.indices[i]]
+        return x, int(self.targets[i])
+
+
+class _FileListDataset(Dataset):
+    """``(path, label)`` pairs read with PIL (Tiny-ImageNet's flat ``val/images`` folder)."""
+
+    def __init__(self, samples: list[tuple[str, int]], transform):
+        from torchvision.datasets.folder import default_loader
+
+        self.samples, self.transform, self.loader = samples, transform, default_loader
+        self.targets = [t for _, t in samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, target = self.samples[i]
+        return self.transform(self.loader(path)), target
+
+
+class _ShardSampler(Sampler[int]):
+    """Rank r of W takes indices r, r+W, ... : disjoint, no padding, so summed val counts are exact."""
+
+    def __init__(self, n: int, rank: int, world_size: int):
+        self.indices = list(range(rank, n, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+# ---------------------------------------------------------------- transforms (PIL pipelines)
+def _transforms(kind: str, img_size: int, in_chans: int, mean, std):
+    """(train, test) torchvision pipelines for 'cifar', 'tiny' or 'imagenet' style data."""
+    from torchvision import transforms as T
+
+    bicubic = T.InterpolationMode.BICUBIC
+    if kind == "cifar":
+        resize = [T.Resize(img_size)] if img_size != 32 else []
+        train = resize + [T.RandomCrop(img_size, padding=img_size // 8, padding_mode="reflect"),
+                          T.RandomHorizontalFlip()]
+        test = resize
+    elif kind == "tiny":
+        train = [T.RandomResizedCrop(img_size, interpolation=bicubic), T.RandomHorizontalFlip()]
+        test = [T.Resize((img_size, img_size), interpolation=bicubic)]
+    else:
+        train = [T.RandomResizedCrop(img_size, interpolation=bicubic), T.RandomHorizontalFlip()]
+        test = [T.Resize(int(math.floor(img_size / 0.875)), interpolation=bicubic), T.CenterCrop(img_size)]
+    gray = [T.Grayscale(1)] if in_chans == 1 else []
+    tail = [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(gray + train + tail), T.Compose(gray + test + tail)
+
+
+# ---------------------------------------------------------------- builders
+def _missing(what: str, where: Path, how: str) -> FileNotFoundError:
+    return FileNotFoundError(f"{what} not found at '{where}'. {how}")
+
+
+def _image_folders(root: Path, val_names: Sequence[str], tf_train, tf_test, dataset: str, how: str):
+    from torchvision.datasets import ImageFolder
+
+    train_dir = root / "train"
+    val_dir = next((root / v for v in val_names if (root / v).is_dir()), None)
+    if not train_dir.is_dir() or val_dir is None:
+        raise _missing(f"{dataset} image folders", root, how)
+    try:
+        train, val = ImageFolder(str(train_dir), tf_train), ImageFolder(str(val_dir), tf_test)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{dataset}: {e}. {how}") from e
+    if val.classes != train.classes:  # index val by the train classes
+        unknown = sorted(set(val.classes) - set(train.classes))
+        if unknown:
+            raise ValueError(f"{val_dir} has classes missing from {train_dir}: {unknown[:5]}")
+        val.samples = [(p, train.class_to_idx[val.classes[t]]) for p, t in val.samples]
+        val.imgs, val.targets = val.samples, [t for _, t in val.samples]
+        val.classes, val.class_to_idx = train.classes, train.class_to_idx
+    return train, val, list(train.classes)
+
+
+def _cifar(cfg: TrainConfig, root: Path, size: int, chans: int, mean, std):
+    tf_train, tf_test = _transforms("cifar", size, chans, mean, std)
+    n = 10 if cfg.dataset == "cifar10" else 100
+    if (root / "train").is_dir():  # an ImageFolder tree, e.g. the CIFAR-10 JPEG archive
+        how = "Expected train/<class>/*.png|jpg and test/<class>/ (or val/<class>/)."
+        train, val, names = _image_folders(root, ("test", "val"), tf_train, tf_test, cfg.dataset, how)
+        if len(names) != n:
+            warnings.warn(f"{cfg.dataset} folder {root} has {len(names)} classes, expected {n}")
+        return train, val, names
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if n == 10 else CIFAR100
+    try:
+        train = cls(str(root), train=True, transform=tf_train, download=cfg.download)
+        val = cls(str(root), train=False, transform=tf_test, download=cfg.download)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        raise _missing(f"{cfg.dataset} ({e})", root,
+                       f"Set download=True (--download) to fetch it with torchvision, or point data_dir at "
+                       f"a folder with train/<class>/ and test/<class>/ images.") from e
+    return train, val, list(train.classes)
+
+
+def _tiny_imagenet(cfg: TrainConfig, root: Path, size: int, chans: int, mean, std):
+    from torchvision.datasets import ImageFolder
+
+    if not (root / "train").is_dir() and (root / "tiny-imagenet-200" / "train").is_dir():
+        root = root / "tiny-imagenet-200"
+    how = ("Download http://cs231n.stanford.edu/tiny-imagenet-200.zip, unzip it and set data_dir to the "
+           "tiny-imagenet-200 folder: train/<wnid>/images/*.JPEG, val/images/*.JPEG, val/val_annotations.txt.")
+    tf_train, tf_test = _transforms("tiny", size, chans, mean, std)
+    if not (root / "train").is_dir():
+        raise _missing("Tiny-ImageNet", root, how)
+    train = ImageFolder(str(root / "train"), tf_train)
+    annotations = root / "val" / "val_annotations.txt"
+    if annotations.is_file():
+        rows = [line.split("\t") for line in annotations.read_text().splitlines() if line.strip()]
+        missing = sorted({r[1] for r in rows} - set(train.class_to_idx))
+        if missing:
+            raise ValueError(f"{annotations} names classes absent from {root / 'train'}: {missing[:5]}")
+        samples = [(str(root / "val" / "images" / r[0]), train.class_to_idx[r[1]]) for r in rows]
+        val = _FileListDataset(samples, tf_test)
+    elif (root / "val").is_dir():  # val already sorted into val/<wnid>/
+        _, val, _ = _image_folders(root, ("val",), tf_train, tf_test, "tiny-imagenet", how)
+    else:
+        raise _missing("Tiny-ImageNet val split", root / "val", how)
+    names = list(train.classes)
+    words = root / "words.txt"
+    if words.is_file():
+        table = dict(line.split("\t", 1) for line in words.read_text().splitlines() if "\t" in line)
+        names = [table.get(w, w).split(",")[0].strip() for w in names]
+    return train, val, names
+
+
+def _fashion_mnist(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train images [60000,1,28,28] uint8, labels, test images, labels)."""
+    root = Path(cfg.data_dir)
+    for folder in (root, root / "FashionMNIST" / "raw", _DEBIAN_FASHION):
+        files = {}
+        for split in ("train", "t10k"):
+            for kind in ("images-idx3", "labels-idx1"):
+                name = f"{split}-{kind}-ubyte"
+                found = [folder / n for n in (name + ".gz", name) if (folder / n).is_file()]
+                if found:
+                    files[split, kind] = found[0]
+        if len(files) == 4:
+            arrays = {k: torch.from_numpy(read_idx(p).copy()) for k, p in files.items()}
+            return (arrays["train", "images-idx3"][:, None], arrays["train", "labels-idx1"],
+                    arrays["t10k", "images-idx3"][:, None], arrays["t10k", "labels-idx1"])
+    if cfg.download:
+        from torchvision.datasets import FashionMNIST
+
+        train, test = FashionMNIST(str(root), True, download=True), FashionMNIST(str(root), False, download=True)
+        return train.data[:, None], train.targets, test.data[:, None], test.targets
+    raise _missing("Fashion-MNIST idx files", root,
+                   f"Also looked in {root / 'FashionMNIST' / 'raw'} and {_DEBIAN_FASHION}. Install them with "
+                   "`apt-get install dataset-fashion-mnist`, or set download=True.")
+
+
+def _targets(ds: Dataset) -> torch.Tensor:
+    if not hasattr(ds, "targets"):
+        raise TypeError(f"{type(ds).__name__} has no .targets; cannot take subsets or add label noise")
+    return torch.as_tensor(ds.targets, dtype=torch.long)
+
+
+def _subset(ds: Dataset, n: int | None, generator: torch.Generator, noise: float = 0.0,
+            num_classes: int = 0, noise_generator: torch.Generator | None = None) -> Dataset:
+    """A seeded subset of at most ``n`` samples, then label noise; ``ds`` itself when neither applies."""
+    if (n is None or n >= len(ds)) and noise == 0.0:
+        return ds
+    clean = _targets(ds)
+    idx = torch.arange(len(ds))
+    if n is not None and n < len(ds):
+        idx = torch.randperm(len(ds), generator=generator)[:n].sort().values  # [n]
+    clean = clean[idx]
+    noisy = corrupt_labels(clean, num_classes, noise, generator=noise_generator) if noise else clean
+    return LabelledView(ds, idx, noisy, clean)
+
+
+def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, DatasetInfo]:
+    """Build (train, val, info) for ``cfg.dataset``; ``cfg.train_subset`` / ``label_noise`` apply to train.
+
+    Items are ``(image [C, H, W] float normalised, label int)``. A train set with a subset or label
+    noise is a ``LabelledView`` with ``.targets`` (used labels) and ``.clean_targets``.
+    Raises ``FileNotFoundError`` (with the expected layout / how to download) when data is missing.
+    """
+    cfg.validate()
+    native, native_chans, classes, mean, std = _DEFAULTS[cfg.dataset]
+    size, chans = cfg.img_size or native, cfg.in_chans or native_chans
+    if len(mean) == 1:  # grey datasets: repeat the channel (fake: any number of channels)
+        mean, std = mean * chans, std * chans
+    elif chans == 1:  # RGB datasets read as grey: luma-weighted statistics (approximate std)
+        luma = (0.299, 0.587, 0.114)
+        mean, std = (sum(w * v for w, v in zip(luma, mean)),), (sum(w * v for w, v in zip(luma, std)),)
+    elif chans != 3:
+        raise ValueError(f"dataset {cfg.dataset!r} has RGB images: in_chans must be 1 or 3, got {chans}")
+    root = Path(cfg.data_dir).expanduser()
+    memory = dict(img_size=size, in_chans=chans, mean=mean, std=std)
+
+    if cfg.dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = torch.tensor(digits.images / 16.0, dtype=torch.float32)[:, None]  # [1797, 1, 8, 8]
+        labels = torch.tensor(digits.target)
+        perm = torch.randperm(len(labels), generator=_generator(0, "digits-split"))  # fixed split
+        tr, va = perm[500:], perm[:500]  # 1,297 train / 500 val
+        train = InMemoryImageDataset(images[tr], labels[tr], augment=True, flip=False, **memory)
+        val = InMemoryImageDataset(images[va], labels[va], **memory)
+        names = [str(d) for d in range(10)]
+    elif cfg.dataset == "fashion-mnist":
+        x_tr, y_tr, x_te, y_te = _fashion_mnist(cfg)
+        train = InMemoryImageDataset(x_tr, y_tr, augment=True, flip=True, **memory)
+        val = InMemoryImageDataset(x_te, y_te, **memory)
+        names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"]
+    elif cfg.dataset == "fake":
+        classes = cfg.num_classes or classes
+        fake = dict(num_classes=classes, in_chans=chans, img_size=size, mean=mean, std=std)
+        train, val = FakeImageDataset(512, seed=1, **fake), FakeImageDataset(128, seed=2, **fake)
+        names = [f"class_{k}" for k in range(classes)]
+    elif cfg.dataset in ("cifar10", "cifar100"):
+        train, val, names = _cifar(cfg, root, size, chans, mean, std)
+    elif cfg.dataset == "tiny-imagenet":
+        train, val, names = _tiny_imagenet(cfg, root, size, chans, mean, std)
+    else:  # imagenet, folder
+        tf_train, tf_test = _transforms("imagenet", size, chans, mean, std)
+        how = ("Expected an ImageFolder tree: train/<class>/*.JPEG and val/<class>/*.JPEG (or test/); for "
+               "ImageNet sort the validation images into class folders (e.g. with the usual valprep.sh).")
+        train, val, names = _image_folders(root, ("val", "test"), tf_train, tf_test, cfg.dataset, how)
+
+    num_classes = cfg.num_classes or len(names)
+    if num_classes < len(names):
+        raise ValueError(f"num_classes={cfg.num_classes} but {cfg.dataset} has {len(names)} classes; "
+                         f"use num_classes=None to take it from the dataset.")
+    train = _subset(train, cfg.train_subset, _generator(cfg.seed, "train-subset"), cfg.label_noise,
+                    num_classes, _generator(cfg.seed, "label-noise"))
+    val = _subset(val, cfg.val_subset, _generator(0, "val-subset"))
+    info = DatasetInfo(num_classes=num_classes, in_chans=chans, img_size=size, mean=tuple(mean),
+                       std=tuple(std), class_names=names)
+    return train, val, info
+
+
+class ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` (shuffled per epoch from ``seed + epoch``) that can start mid-epoch.
+
+    Used for the train split on one process too (``num_replicas=1``), so the order of an epoch depends only on
+    ``(seed, epoch)`` and a resumed run can skip exactly the samples already seen: ``set_start(k)`` drops the
+    first ``k`` indices of this rank's share for the current epoch (reset by ``set_epoch``).
+    """
+
+    def __init__(self, dataset: Dataset, *, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f"start={start} outside this rank's epoch of {self.num_samples} samples")
+        self.start = start
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def build_loaders(cfg: TrainConfig, *, distributed: bool = False, rank: int = 0, world_size: int = 1):
+    """Build ``(train_loader, val_loader, train_sampler_or_None, info)``.
+
+    Args:
+        cfg: the run config; ``cfg.batch_size`` is the GLOBAL batch, each rank loads
+            ``batch_size // world_size``.
+        distributed: shard the data over ``world_size`` ranks. The train sampler is always a
+            ``ResumableSampler`` (a ``DistributedSampler``: shuffle, ``seed=cfg.seed``, drop_last; one replica
+            when not distributed); the trainer must call ``train_sampler.set_epoch(epoch)`` every epoch. Val is sharded
+            without padding (rank r takes r, r+W, ...), so all-reduced correct/total counts are exact.
+        rank, world_size: this process's DDP rank and the number of ranks.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+    train_ds, val_ds, info = build_datasets(cfg)
+    batch = per_rank_batch_size(cfg.batch_size, world_size if distributed else 1)
+    common = dict(num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
+                  pin_memory=torch.cuda.is_available() and cfg.device != "cpu")
+    generator = torch.Generator().manual_seed(cfg.seed)  # shuffle order and worker seeds
+    val_sampler = _ShardSampler(len(val_ds), rank, world_size) if distributed else None
+    train_sampler = ResumableSampler(train_ds, num_replicas=world_size if distributed else 1,
+                                     rank=rank if distributed else 0, seed=cfg.seed)
+    train_loader = DataLoader(train_ds, batch_size=batch, shuffle=False, sampler=train_sampler,
+                              drop_last=True, generator=generator, **common)
+    val_loader = DataLoader(val_ds, batch_size=batch, shuffle=False, sampler=val_sampler, drop_last=False,
+                            **common)
+    if len(train_loader) == 0:
+        raise ValueError(f"the train set has {len(train_ds)} samples per rank-share, fewer than one batch of "
+                         f"{batch}; lower batch_size or raise train_subset.")
+    return train_loader, val_loader, train_sampler, info

@@ -1,0 +1,176 @@
+"""train(cfg): every method on fake data, metrics schema, resume, CLI, DDP on CPU, the quick preset."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from automix_lite import MIXERS, TrainConfig, train
+from automix_lite.__main__ import main as cli_main
+from automix_lite.train import cosine_lr, resolve_amp, summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fake(tmp_path, **kw):
+    base = dict(dataset="fake", img_size=16, num_classes=4, train_subset=32, val_subset=16, model="resnet_tiny_cifar",
+                epochs=1, batch_size=8, workers=0, amp="off", out=str(tmp_path / "run"), log_every=1,
+                median_last_k=2)
+    base.update(kw)
+    return TrainConfig.preset("quick", **base)
+
+
+@pytest.mark.parametrize("method", ["automix", *MIXERS])
+def test_two_steps_of_every_method(tmp_path, method):
+    cfg = _fake(tmp_path, method=method, train_subset=16)
+    seen = []
+
+    class Spy:
+        def on_step_end(self, state):
+            seen.append((state.step, state.losses["loss"], None if state.mask is None else state.mask.shape))
+
+    result = train(cfg, callbacks=[Spy()])
+    assert [s[0] for s in seen] == [1, 2]
+    assert all(math.isfinite(s[1]) for s in seen)
+    if method == "automix":
+        assert seen[0][2] == (8, 2, 16, 16)
+        assert set(result.metrics["final_top1"]) == {"one_k", "mix_k", "one_q", "mix_q"}
+    else:
+        assert set(result.metrics["final_top1"]) == {"top1"}
+
+
+def test_metrics_schema_and_files(tmp_path):
+    cfg = _fake(tmp_path, epochs=2)
+    epochs_seen = []
+    result = train(cfg, callbacks=[type("CB", (), {"on_epoch_end": lambda self, s: epochs_seen.append(s.epoch)})()])
+    out = Path(cfg.out)
+    for name in ("metrics.json", "metrics.jsonl", "checkpoint.pt", "curves.png", "masks.png"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["history"]) == 2 and epochs_seen == [0, 1]
+    assert set(m["median_last_k"]) == {"one_k", "mix_k", "one_q", "mix_q"} and m["k"] == 2
+    assert m["best_head"] in m["median_last_k"]
+    assert m["best_median_top1"] == max(v for v in m["median_last_k"].values())
+    assert {"torch", "timm", "python"} <= set(m["environment"])
+    assert m["config"]["method"] == "automix"
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert result.history[-1]["val"] == m["final_top1"]
+
+
+def test_resume_continues_from_saved_step(tmp_path):
+    cfg = _fake(tmp_path, epochs=1)
+    train(cfg)
+    ckpt = torch.load(Path(cfg.out) / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 4 and ckpt["epoch"] == 1
+    steps = []
+    res = train(cfg.replace(epochs=2, resume=cfg.out),
+                callbacks=[type("CB", (), {"on_step_end": lambda self, s: steps.append(s.step)})()])
+    assert steps == [5, 6, 7, 8]
+    assert [h["epoch"] for h in res.history] == [1, 2]
+
+
+def test_cosine_schedule_and_summary():
+    assert cosine_lr(0.1, 0.05, 0.0) == 0.1
+    assert math.isclose(cosine_lr(0.1, 0.05, 1.0), 0.05)
+    assert math.isclose(cosine_lr(0.1, 0.0, 0.5), 0.05)
+    assert math.isclose(cosine_lr(0.1, 0.0, 0.05, warmup=0.1), 0.05)
+    hist = [{"val": {"a": v, "b": 50.0}} for v in (10.0, 60.0, 70.0, 20.0)]
+    s = summarize(hist, ["a", "b"], 3)
+    assert s["median_last_k"]["a"] == 60.0 and s["best_head"] == "a"
+    assert resolve_amp("auto", torch.device("cpu")) is None
+
+
+def test_presets_build():
+    from automix_lite.config import PRESETS
+
+    for name in PRESETS:
+        cfg = TrainConfig.preset(name)
+        assert cfg.preset_name == name and cfg.epochs > 0
+
+
+def test_imagefolder_path_trains(tmp_path):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            d = tmp_path / "data" / split / cls
+            d.mkdir(parents=True)
+            for i in range(6):
+                arr = (torch.rand(20, 20, 3, generator=g) * 255).to(torch.uint8).numpy()
+                Image.fromarray(arr).save(d / f"{i}.png")
+    cfg = _fake(tmp_path, dataset="folder", data_dir=str(tmp_path / "data"), num_classes=None, train_subset=None,
+                val_subset=None, img_size=16, batch_size=4)
+    res = train(cfg)
+    assert res.info.num_classes == 2 and set(res.metrics["final_top1"]) == set(res.metrics["median_last_k"])
+
+
+def test_cli_help_lists_presets_and_flags(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["train", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "--preset" in text and "quick" in text and "--epochs" in text and "--resume" in text
+
+
+def test_cli_trains_and_evaluates(tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = cli_main(["train", "--preset", "quick", "--dataset", "fake", "--img-size", "16", "--num-classes", "4",
+                   "--train-subset", "16", "--val-subset", "8", "--batch-size", "8", "--epochs", "1",
+                   "--out", str(out)])
+    assert rc == 0 and (out / "metrics.json").is_file()
+    rc = cli_main(["eval", "--checkpoint", str(out / "checkpoint.pt")])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    top1 = json.loads(printed[printed.index("{"):])["top1"]
+    assert set(top1) == {"one_k", "mix_k", "one_q", "mix_q"}
+
+
+def test_cli_bad_preset_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--preset", "cifar1000"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_ranks_keep_identical_weights(tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(
+        "import os, torch\n"
+        "from automix_lite import TrainConfig, train\n"
+        "cfg = TrainConfig.preset('quick', dataset='fake', img_size=16, num_classes=4, train_subset=32,\n"
+        f"    val_subset=16, batch_size=8, epochs=1, workers=0, out={str(tmp_path / 'ddp')!r})\n"
+        "res = train(cfg)\n"
+        "rank = int(os.environ['RANK'])\n"
+        f"torch.save(res.model.backbone_q.state_dict(), {str(tmp_path)!r} + f'/rank{{rank}}.pt')\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", str(script)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = torch.load(tmp_path / "rank0.pt")
+    b = torch.load(tmp_path / "rank1.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k].is_floating_point() and "running" not in k:
+            assert torch.equal(a[k], b[k]), k
+    m = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert m["environment"]["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_quick_preset_end_to_end(tmp_path):
+    out = tmp_path / "quick"
+    proc = subprocess.run([sys.executable, "-m", "automix_lite", "train", "--preset", "quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    for name in ("checkpoint.pt", "masks.png", "curves.png"):
+        assert (out / name).is_file()
+    assert m["best_median_top1"] > 80.0  # digits: 10 classes, chance is 10 %
+    assert "best head" in proc.stdout
