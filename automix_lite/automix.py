@@ -38,7 +38,8 @@ import torch.nn.functional as F
 
 from .mixblock import MixBlock, mask_loss
 from .mixing import MixOutput, sample_lam, sample_perm
-from .models import LinearHead, create_backbone, default_feature_stage, feature_map, stage_channels
+from .models import (LinearHead, check_image_size, create_backbone, default_feature_stage, feature_map,
+                     stage_channels)
 
 __all__ = ["AutoMix", "AutoMixAugment", "momentum_at", "mask_loss_weight_at", "HEADS"]
 
@@ -111,6 +112,13 @@ def _check_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, in_chans: i
         raise ValueError("AutoMix pairs samples within the batch: it needs a batch of at least 2, got 1")
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}), got min {int(y.min())} max {int(y.max())}")
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
 
 
 @torch.no_grad()
@@ -213,8 +221,19 @@ class AutoMix(nn.Module):
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """Momentum encoder's feature map at ``feature_stage``: [N, C, h, w] (no gradient)."""
+        check_image_size(self.backbone_k, x)
+        weight = next(self.backbone_k.parameters(), None)
+        if weight is not None and x.dtype != weight.dtype and not _autocast_on(x.device.type):
+            raise TypeError(f"images are {x.dtype} but the model's weights are {weight.dtype}; convert with "
+                            f"x.to({weight.dtype}) (or model.to(dtype))")
         with torch.no_grad():
-            return feature_map(self.backbone_k, x, self.feature_stage)
+            z = feature_map(self.backbone_k, x, self.feature_stage)  # [N, C, h, w]
+        if z.shape[-2] * z.shape[-1] < 2:
+            raise ValueError(f"feature stage {self.feature_stage} maps {x.shape[-2]}x{x.shape[-1]} images to a "
+                             f"{z.shape[-2]}x{z.shape[-1]} feature map: the Mix Block needs at least 2 positions "
+                             "to place a mask. Use larger images (e.g. 32 px for the CIFAR ResNets) or an earlier "
+                             "feature_stage")
+        return z
 
     def generate_mask(self, x: torch.Tensor, lam, perm: torch.Tensor) -> torch.Tensor:
         """Mix Block mask [N, 2, H, W] for figures and frozen mixing (no gradient, no fallback).
