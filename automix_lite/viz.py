@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt  # headless machines fall back to Agg by themsel
 import numpy as np
 import torch
 
-__all__ = ["to_image", "plot_mix_grid", "plot_automix_masks", "plot_curves", "plot_momentum_schedule"]
+__all__ = ["to_image", "plot_mix_grid", "plot_automix_masks", "plot_curves", "plot_momentum_schedule",
+           "PHOTO_NAMES", "real_photos", "plot_panels", "MaskSnapshots", "plot_mask_evolution"]
 
 
 def to_image(x: torch.Tensor) -> np.ndarray:
@@ -124,6 +125,145 @@ def plot_momentum_schedule(total_steps: int, base: float = 0.999, end: float = 0
     ax.set_xlabel("training progress t/T")
     ax.set_ylabel("1 - momentum")
     ax.set_title("momentum encoder schedule")
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+# ----------------------------------------------------------------------------- real photos and notebook helpers
+PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket")  # skimage.data, public domain / CC0
+
+
+def real_photos(size: int = 64, names: Sequence[str] = PHOTO_NAMES) -> torch.Tensor:
+    """Real photos from ``skimage.data``, centre-cropped to a square and resized: ``[N, 3, size, size]`` in [0, 1].
+
+    Args:
+        size: output side in pixels.
+        names: ``skimage.data`` functions returning RGB images (default: astronaut, chelsea, coffee, rocket).
+    """
+    import torch.nn.functional as F
+    from skimage import data as skdata
+
+    if not isinstance(size, int) or size < 2:
+        raise ValueError(f"size must be an int >= 2, got {size!r}")
+    out = []
+    for name in names:
+        fn = getattr(skdata, name, None)
+        if fn is None:
+            raise ValueError(f"skimage.data has no image {name!r}; try one of {PHOTO_NAMES}")
+        img = torch.as_tensor(np.ascontiguousarray(fn()))
+        if img.ndim != 3 or img.shape[-1] < 3:
+            raise ValueError(f"skimage.data.{name}() is not an RGB image (shape {tuple(img.shape)})")
+        img = img[..., :3].permute(2, 0, 1).float() / 255.0  # [3, H, W]
+        h, w = img.shape[-2:]
+        s = min(h, w)
+        img = img[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]  # [3, s, s] centre crop
+        out.append(F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True,
+                                 align_corners=False)[0].clamp(0, 1))
+    return torch.stack(out)  # [N, 3, size, size]
+
+
+def plot_panels(panels: dict, *, cmaps: dict | None = None, ncols: int | None = None, size: float = 2.4,
+                path=None):
+    """A row (or grid) of images with titles: ``{title: array}``; 2-D arrays use ``cmaps[title]`` (viridis).
+
+    Args:
+        panels: title -> image ([H, W, 3] / [H, W] numpy array, or a tensor accepted by ``to_image``).
+        cmaps: colormap per title for 2-D panels (values are shown on a fixed [0, 1] scale).
+        ncols: panels per row (default: all in one row).
+        size: inches per panel.
+    """
+    cmaps = cmaps or {}
+    n = len(panels)
+    ncols = ncols or max(n, 1)
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3), squeeze=False)
+    for ax, (title, img) in zip(axes.flat, panels.items()):
+        arr = to_image(img) if isinstance(img, torch.Tensor) else np.asarray(img)
+        if arr.ndim == 2:
+            ax.imshow(arr, cmap=cmaps.get(title, "viridis"), vmin=0, vmax=1)
+        else:
+            ax.imshow(np.clip(arr, 0, 1))
+        ax.set_title(title, fontsize=9)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+class MaskSnapshots:
+    """Trainer callback: after every epoch, the AutoMix mask of fixed (real) image pairs at a fixed λ.
+
+    ``train(cfg, callbacks=[snap])``; ``snap.masks`` maps epoch -> own-weight masks ``[N, 1, H, W]`` (CPU).
+    The model's momentum encoder and Mix Block run in eval mode (``AutoMix.generate_mask``), so recording
+    changes nothing in training. Non-AutoMix models are ignored.
+
+    Args:
+        images: ``[N, C, H, W]`` in [0, 1] (e.g. ``real_photos(32)``).
+        mean, std: the dataset normalisation the model is trained with (``DatasetInfo.mean`` / ``.std``).
+        lam: λ passed to the Mix Block (used only by ``lam_concat`` models).
+        perm: partner of each image (default: the next one, cyclically).
+    """
+
+    def __init__(self, images: torch.Tensor, mean: Sequence[float], std: Sequence[float], lam: float = 0.5,
+                 perm: torch.Tensor | None = None):
+        if images.ndim != 4 or images.shape[0] < 2:
+            raise ValueError(f"images must be [N>=2, C, H, W], got {tuple(images.shape)}")
+        if len(mean) not in (1, images.shape[1]) or len(std) != len(mean):
+            raise ValueError(f"mean/std must have 1 or {images.shape[1]} entries, got {len(mean)} / {len(std)}")
+        self.images = images.detach().float().cpu()
+        m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)  # [C, 1, 1]
+        s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.normalized = (self.images - m) / s  # [N, C, H, W]
+        self.lam = float(lam)
+        self.perm = torch.roll(torch.arange(images.shape[0]), -1) if perm is None else perm.long().cpu()
+        self.masks: dict[int, torch.Tensor] = {}
+
+    def record(self, model, epoch: int) -> None:
+        """Store ``model``'s own-weight mask of the pairs under key ``epoch``."""
+        dev = next(model.parameters()).device
+        mask = model.generate_mask(self.normalized.to(dev), self.lam, self.perm.to(dev))  # [N, 2, H, W]
+        self.masks[int(epoch)] = mask[:, :1].float().cpu()
+
+    def on_epoch_end(self, state) -> None:
+        if hasattr(state.model, "generate_mask"):
+            self.record(state.model, len(state.history))
+
+    def mixed(self, epoch: int) -> torch.Tensor:
+        """The pairs mixed with the mask recorded at ``epoch``: ``[N, C, H, W]`` in [0, 1]."""
+        m = self.masks[epoch]
+        return self.images * m + self.images[self.perm] * (1 - m)
+
+
+def plot_mask_evolution(snapshots: MaskSnapshots, *, epochs: Sequence[int] | None = None, n: int = 4, path=None):
+    """Rows: image pairs; columns: sample, partner, then the mixed image at each recorded epoch
+    (title: epoch and own area). Shows how the Mix Block's masks change over training.
+
+    Args:
+        snapshots: a ``MaskSnapshots`` that recorded at least one epoch.
+        epochs: which recorded epochs to show (default: all, at most 6 evenly spaced).
+        n: number of pairs (rows).
+    """
+    keys = sorted(snapshots.masks)
+    if not keys:
+        raise ValueError("no masks recorded yet: pass the MaskSnapshots to train(cfg, callbacks=[...]) first")
+    if epochs is None:
+        idx = np.unique(np.linspace(0, len(keys) - 1, min(len(keys), 6)).round().astype(int))
+        epochs = [keys[i] for i in idx]
+    n = min(n, snapshots.images.shape[0])
+    cols = 2 + len(epochs)
+    fig, axes = plt.subplots(n, cols, figsize=(1.8 * cols, 1.9 * n), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(to_image(snapshots.images[i]))
+        axes[i, 0].set_title("sample", fontsize=8)
+        axes[i, 1].imshow(to_image(snapshots.images[int(snapshots.perm[i])]))
+        axes[i, 1].set_title("partner", fontsize=8)
+        for j, ep in enumerate(epochs, start=2):
+            axes[i, j].imshow(to_image(snapshots.mixed(ep)[i]))
+            axes[i, j].set_title(f"ep {ep}: own {float(snapshots.masks[ep][i].mean()):.2f}", fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
     fig.tight_layout()
     _save(fig, path)
     return fig
