@@ -11,12 +11,14 @@ from .interop import CheckpointMismatchError, from_openmixup, to_openmixup
 from .mixblock import MixBlock, mask_loss
 from .mixing import MIXERS, MixOutput, manifold_forward, mix, mix_loss, sample_lam, sample_perm
 from .models import Classifier, create_backbone, feature_map, stage_modules
-from .train import TrainResult, train  # noqa: E402  (the function shadows the module name, as in torch)
+from .checkpoint import CheckpointError
+from .train import NonFiniteLossError, TrainResult, train  # noqa: E402  (the function shadows the module name, as in torch)
 
 __all__ = [
     "__version__", "AutoMix", "AutoMixAugment", "HEADS", "MixBlock", "mask_loss", "momentum_at",
     "mask_loss_weight_at", "MIXERS", "MixOutput", "mix", "mix_loss", "manifold_forward", "sample_lam",
     "sample_perm", "Classifier", "create_backbone", "feature_map", "stage_modules", "TrainConfig", "PRESETS",
     "train", "TrainResult", "from_openmixup", "to_openmixup", "CheckpointMismatchError",
+    "NonFiniteLossError", "CheckpointError",
 ]
 

@@ -143,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, PermissionError) as e:
         print(f"automix_lite: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # NonFiniteLossError, CheckpointError: clear messages, no traceback needed
+        if type(e).__name__ not in ("NonFiniteLossError", "CheckpointError"):
+            raise
+        print(f"automix_lite: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -59,10 +59,13 @@ def save_checkpoint(obj: dict, folder: str | Path, *, tag: str, keep: int = 3) -
     path = folder / f"checkpoint-{tag}.pt"
     _atomic_torch_save(obj, path)
     latest_tmp = folder / f".{LATEST}.tmp-{os.getpid()}"
-    shutil.copyfile(path, latest_tmp)
-    with open(latest_tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(latest_tmp, folder / LATEST)
+    try:  # a copy, not a link: hard links fail on some mounts (e.g. Google Drive on Colab)
+        shutil.copyfile(path, latest_tmp)
+        with open(latest_tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(latest_tmp, folder / LATEST)
+    finally:
+        latest_tmp.unlink(missing_ok=True)
     for old in list_checkpoints(folder)[:-max(keep, 1)]:
         old.unlink(missing_ok=True)
     return path

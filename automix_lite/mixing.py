@@ -83,6 +83,8 @@ def _check_inputs(x, y, alpha) -> None:
                         f"{type(y).__name__ if not isinstance(y, torch.Tensor) else y.dtype}; use y.long()")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"y must be 1-D with one label per image ({x.shape[0]}), got shape {tuple(y.shape)}")
+    if y.numel() and int(y.min()) < 0:
+        raise ValueError(f"y must hold class indices >= 0, got min {int(y.min())}; map labels to 0..K-1")
     if not float(alpha) > 0:
         raise ValueError(f"alpha must be > 0 (λ ~ Beta(alpha, alpha)), got {alpha}; use method='vanilla' to not mix")
 
@@ -249,7 +251,7 @@ def fmix_mask(n: int, h: int, w: int, lam: float, generator: torch.Generator | N
     spec = torch.randn(n, h, w // 2 + 1, 2, generator=generator, device=dev)
     noise = torch.fft.irfft2(torch.view_as_complex(spec) * scale, s=(h, w)).reshape(n, h * w)  # [n, h*w]
     k = int(round(lam * h * w))
-    top = noise.argsort(dim=1, descending=True)[:, :k]  # [n, k]
+    top = noise.topk(k, dim=1).indices  # [n, k], the k largest (no full sort)
     mask = torch.zeros(n, h * w, device=dev).scatter_(1, top, 1.0)
     return mask.reshape(n, 1, h, w).to(device if device is not None else dev)
 
@@ -514,6 +516,11 @@ def mix_loss(logits: torch.Tensor, out: MixOutput, smoothing: float = 0.0) -> to
         raise ValueError(f"logits must be [N, K] with N = {out.target_a.shape[0]}, got {tuple(logits.shape)}")
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}")
+    k = logits.shape[1]
+    for t in (out.target_a, out.target_b):
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= k):
+            raise ValueError(f"labels must lie in [0, {k}) for logits with {k} classes, got min {int(t.min())} "
+                             f"max {int(t.max())}; build the model with num_classes > {int(t.max())}")
     lf = logits.float()
     ce_a = F.cross_entropy(lf, out.target_a.to(lf.device), reduction="none", label_smoothing=smoothing)  # [N]
     ce_b = F.cross_entropy(lf, out.target_b.to(lf.device), reduction="none", label_smoothing=smoothing)  # [N]

@@ -223,6 +223,18 @@ def _check_stage(model: nn.Module, stage: int, n: int) -> None:
                          f"{names} (index 3 of a ResNet is layer3)")
 
 
+def check_image_size(model: nn.Module, x: torch.Tensor) -> None:
+    """Raise a clear ValueError when a fixed-size backbone (timm ViT-style ``patch_embed``) gets other sizes."""
+    pe = getattr(model, "patch_embed", None)
+    size = getattr(pe, "img_size", None)
+    if size is None or not getattr(pe, "strict_img_size", False) or getattr(model, "dynamic_img_size", False):
+        return
+    if tuple(x.shape[-2:]) != tuple(size):
+        raise ValueError(f"this backbone was built for {size[0]}x{size[1]} images, got {x.shape[-2]}x{x.shape[-1]}; "
+                         f"pass img_size={x.shape[-1]} when creating the model (e.g. AutoMix(name, K, "
+                         f"img_size={x.shape[-1]})) or resize the images")
+
+
 class _StopForward(Exception):
     pass
 
@@ -303,4 +315,5 @@ class Classifier(nn.Module):
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_size(self.backbone, x)
         return self.head(self.backbone(x))  # [N, num_classes]

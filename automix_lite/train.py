@@ -7,10 +7,14 @@ head each epoch (AutoMix has four, spec §1.10), ``metrics.jsonl`` + ``metrics.j
 the last k epochs, atomic checkpoints every epoch (last K kept) and on interruption, exact resume, and DDP
 under ``torchrun`` (gloo on CPU, nccl on GPU; detected from ``RANK``/``WORLD_SIZE``).
 
-Reliability: a non-finite loss skips the optimizer step and is counted; ``max_nonfinite`` in a row stop the run
-with ``NonFiniteLossError`` while the last good checkpoint stays intact. SIGTERM / Ctrl-C finish the current
-step, write a resumable checkpoint (mid-epoch position, every RNG state) and raise ``KeyboardInterrupt``;
-``resume`` then reproduces the uninterrupted run's per-step losses on CPU.
+Reliability: a non-finite loss skips the step entirely (no optimizer or EMA update, the BN statistics of that
+forward pass restored) and is counted; ``max_nonfinite`` in a row stop the run with ``NonFiniteLossError`` while
+the last good checkpoint stays intact. SIGTERM / a first Ctrl-C finish the current step, write a resumable
+checkpoint (mid-epoch position, the epoch's running averages, every RNG state, the loader generator) and raise
+``KeyboardInterrupt``; a second Ctrl-C stops at once without writing a possibly torn state. ``resume`` then
+reproduces the uninterrupted run's per-step losses on CPU with ``workers=0`` (with workers > 0 the per-worker
+augmentation RNG is not checkpointed, so a mid-epoch resume is statistically, not bitwise, the same). A new run
+(no resume) in a folder holding an earlier run moves that run's files to ``previous_run/`` first.
 """
 from __future__ import annotations
 
@@ -245,23 +249,30 @@ def summarize(history: list[dict], heads: Iterable[str], k: int) -> dict[str, An
 
 
 class _Interrupt:
-    """Turns SIGTERM into a flag checked between steps (Ctrl-C arrives as KeyboardInterrupt)."""
+    """Turns SIGTERM and the first Ctrl-C (SIGINT) into a flag checked between steps, so the step in flight
+    finishes and the checkpoint is consistent; a second Ctrl-C raises ``KeyboardInterrupt`` at once."""
 
     def __init__(self):
         self.requested = False
-        self._old = None
+        self._old: dict[int, Any] = {}
 
     def __enter__(self):
         if threading_main():
-            self._old = signal.signal(signal.SIGTERM, self._handler)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handler)
         return self
 
     def _handler(self, signum, frame):
+        if signum == signal.SIGINT and self.requested:
+            raise KeyboardInterrupt
         self.requested = True
+        if signum == signal.SIGINT:
+            print("\n[automix_lite] interrupt: finishing the current step, then writing a resumable checkpoint "
+                  "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
         return False
 
 
@@ -289,6 +300,36 @@ def _check_out_dir(out: Path) -> None:
                               "folder with out=... / --out DIR") from e
 
 
+_RUN_FILES = ("metrics.jsonl", "metrics.json", "checkpoint.pt", "curves.png", "masks.png")
+
+
+def _set_aside_previous_run(out: Path) -> None:
+    """A NEW run (no resume) in a folder that holds an earlier run: move that run's files to
+    ``out/previous_run/`` (replacing an older one there), so the new history never mixes with the old."""
+    old = [out / n for n in _RUN_FILES if (out / n).exists()] + sorted(out.glob("checkpoint-*.pt"))
+    if not old:
+        return
+    import shutil
+
+    backup = out / "previous_run"
+    if backup.exists():
+        shutil.rmtree(backup)
+    backup.mkdir()
+    for p in old:
+        os.replace(p, backup / p.name)
+    print(f"[automix_lite] {out} held an earlier run; this new run starts fresh and the old files were moved to "
+          f"{backup}. To continue a run instead, pass resume={str(out)!r} (CLI: --resume DIR).", file=sys.stderr)
+
+
+def _versions() -> dict[str, str]:
+    import timm
+
+    from . import __version__
+
+    return {"automix_lite": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
 # ------------------------------------------------------------------ the loop
 def train(cfg: TrainConfig, callbacks: Iterable[Any] = ()) -> TrainResult:
     """Train ``cfg.method`` on ``cfg.dataset``; returns a ``TrainResult``.
@@ -296,10 +337,16 @@ def train(cfg: TrainConfig, callbacks: Iterable[Any] = ()) -> TrainResult:
     Writes to ``cfg.out``: ``metrics.jsonl`` (one line per epoch), ``metrics.json`` (history, final top-1 of
     every head, medians of the last k epochs, best head, environment), ``checkpoint.pt`` (+ the last
     ``keep_checkpoints`` epoch files), and on rank 0 ``curves.png`` and, for AutoMix, ``masks.png``.
+    A new run (``resume=None``) in a folder holding an earlier run moves that run's files to
+    ``out/previous_run/`` first, so calling ``train`` twice (a re-run notebook cell) starts a clean history.
 
     Args:
         cfg: a ``TrainConfig`` (e.g. ``TrainConfig.preset("quick", epochs=2)``).
         callbacks: objects with ``on_step_end(state)`` and/or ``on_epoch_end(state)``.
+
+    Raises:
+        NonFiniteLossError: ``cfg.max_nonfinite`` non-finite losses in a row (checkpoints left as they were).
+        KeyboardInterrupt: after SIGTERM / Ctrl-C, once a resumable ``checkpoint-interrupt-*.pt`` is written.
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"train() expects a TrainConfig, got {type(cfg).__name__}; use TrainConfig.preset(...)")
@@ -344,24 +391,42 @@ def _train(cfg, callbacks, device, rank, world_size, distributed, out: Path) -> 
     amp_dtype = resolve_amp(cfg.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)  # λ / permutation draws, per rank
+    loader_gen = train_loader.generator  # draws the workers' base seed when an epoch's iterator starts
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * cfg.epochs
     history: list[dict] = []
-    epoch, start_batch, step, nonfinite_total = 0, 0, 0, 0
+    epoch, start_batch, step, nonfinite_total, consecutive = 0, 0, 0, 0, 0
+    partial: dict | None = None  # running sums of an epoch interrupted mid-way
 
     resume_path = find_resume_checkpoint(cfg.resume) if cfg.resume else None
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path, cfg.resume)
         _check_compatible(ckpt, cfg, num_classes)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ValueError(f"the checkpoint {str(resume_path)!r} does not fit this model/optimizer: "
+                             f"{str(e).splitlines()[0]}. Resume with the config it was written with (the CLI "
+                             "reads it from the checkpoint when --preset is omitted).") from e
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         epoch, start_batch, step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
-        history, nonfinite_total = ckpt.get("history", []), ckpt.get("nonfinite_total", 0)
+        history, nonfinite_total = list(ckpt.get("history", [])), ckpt.get("nonfinite_total", 0)
+        consecutive, partial = ckpt.get("consecutive_nonfinite", 0), ckpt.get("partial_epoch")
         set_rng_state(ckpt["rng"][rank] if isinstance(ckpt["rng"], list) else ckpt["rng"], generator)
+        if ckpt.get("loader_generator") is not None and loader_gen is not None:
+            loader_gen.set_state(ckpt["loader_generator"])
         if rank == 0:
             print(f"[automix_lite] resumed from {resume_path} at epoch {epoch} batch {start_batch} step {step}")
+    if rank == 0:
+        resume_dir = None if resume_path is None else resume_path.parent
+        if resume_dir is None or resume_dir.resolve() != out.resolve():
+            _set_aside_previous_run(out)
+        # metrics.jsonl always equals the history this run continues (a fallback to an older checkpoint
+        # drops the lines of the epochs after it)
+        with open(out / "metrics.jsonl", "w") as f:
+            f.writelines(json.dumps(record) + "\n" for record in history)
 
     step_module = _StepModule(model, cfg)
     runner = step_module
@@ -376,7 +441,12 @@ def _train(cfg, callbacks, device, rank, world_size, distributed, out: Path) -> 
     state = TrainState(cfg=cfg, model=model, total_steps=total_steps, history=history)
     show = rank == 0 and sys.stderr.isatty()
     t_start = time.time()
-    consecutive = 0
+    buffers = list(model.buffers())  # BN statistics: restored when a step is skipped
+    saved_buffers = [b.clone() for b in buffers]
+    sums: dict[str, float] = {}
+    count = nonfinite_epoch = 0
+    t_epoch, t_before = time.time(), 0.0
+    loader_state = None
 
     def snapshot(ep: int, batch_in_epoch: int) -> dict:
         rng = rng_state(generator)
@@ -384,11 +454,19 @@ def _train(cfg, callbacks, device, rank, world_size, distributed, out: Path) -> 
             gathered = [None] * world_size
             dist.all_gather_object(gathered, rng)
             rng = gathered
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None, "epoch": ep,
-                "batch_in_epoch": batch_in_epoch, "step": step, "history": history, "rng": rng,
-                "nonfinite_total": nonfinite_total, "config": cfg.to_dict(), "num_classes": num_classes,
-                "model_class": type(model).__name__, "environment": _environment(device, world_size)}
+        mid = 0 < batch_in_epoch
+        return {"format": 2, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                # the learning rate is a pure function of (epoch, batch): cosine_lr, no scheduler object
+                "scheduler": {"kind": cfg.sched, "by_epoch": cfg.sched_by_epoch,
+                              "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}},
+                "epoch": ep, "batch_in_epoch": batch_in_epoch, "step": step, "history": history, "rng": rng,
+                "loader_generator": None if loader_gen is None else (loader_state if mid else loader_gen.get_state()),
+                "partial_epoch": {"sums": dict(sums), "count": count, "nonfinite": nonfinite_epoch,
+                                  "time": t_before + time.time() - t_epoch} if mid else None,
+                "nonfinite_total": nonfinite_total, "consecutive_nonfinite": consecutive,
+                "config": cfg.to_dict(), "num_classes": num_classes, "model_class": type(model).__name__,
+                "versions": _versions(), "environment": _environment(device, world_size)}
 
     def save(ep: int, batch_in_epoch: int, tag: str) -> None:
         snap = snapshot(ep, batch_in_epoch)  # collective under DDP: every rank calls it
@@ -396,17 +474,29 @@ def _train(cfg, callbacks, device, rank, world_size, distributed, out: Path) -> 
             save_checkpoint(snap, out, tag=tag, keep=cfg.keep_checkpoints)
 
     model.train()
+    batch_idx, torn = start_batch, False
     with _Interrupt() as interrupt:
         try:
             while epoch < cfg.epochs:
                 if sampler is not None:
                     sampler.set_epoch(epoch)
                     sampler.set_start(start_batch * train_loader.batch_size)
-                sums: dict[str, float] = {}
-                count, nonfinite_epoch, t_epoch = 0, 0, time.time()
+                sums, count, nonfinite_epoch, t_epoch, t_before = {}, 0, 0, time.time(), 0.0
+                if partial:  # resumed mid-epoch: continue the interrupted epoch's averages
+                    sums, count = dict(partial["sums"]), partial["count"]
+                    nonfinite_epoch, t_before, partial = partial["nonfinite"], partial["time"], None
+                if loader_gen is not None:
+                    loader_state = loader_gen.get_state()  # before this epoch's iterator draws from it
                 bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                            disable=not show, leave=False, dynamic_ncols=True)
-                for batch_idx, (x, y) in enumerate(train_loader, start=start_batch):
+                batches = iter(train_loader)
+                batch_idx = start_batch
+                while True:
+                    torn = True  # a KeyboardInterrupt from here to the end of the step leaves torn state
+                    try:
+                        x, y = next(batches)
+                    except StopIteration:
+                        break
                     _set_lr(optimizer, cfg, epoch, batch_idx, steps_per_epoch)
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                     if cfg.channels_last:
@@ -417,10 +507,11 @@ def _train(cfg, callbacks, device, rank, world_size, distributed, out: Path) -> 
                     loss = losses["loss"]
                     optimizer.zero_grad(set_to_none=True)
                     finite = bool(torch.isfinite(loss.detach()))
-                    if distributed:  # every rank must agree to skip, or DDP deadlocks
-                        flag = torch.tensor(float(finite), device=device)
-                        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-                        finite = bool(flag > 0)
+                    stop = False
+                    if distributed:  # every rank must agree to skip and to stop, or DDP deadlocks
+                        flags = torch.tensor([float(not finite), float(interrupt.requested)], device=device)
+                        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+                        finite, stop = not bool(flags[0] > 0), bool(flags[1] > 0)
                     if finite:
                         scaler.scale(loss).backward()
                         scaler.step(optimizer)
@@ -428,7 +519,12 @@ def _train(cfg, callbacks, device, rank, world_size, distributed, out: Path) -> 
                         if isinstance(model, AutoMix):
                             state.metrics["ema_momentum"] = model.momentum_update(step, total_steps)
                         consecutive = 0
+                        if buffers:
+                            torch._foreach_copy_(saved_buffers, buffers)
                     else:
+                        # skip the step entirely: no update, and the BN statistics of this forward undone
+                        if buffers:
+                            torch._foreach_copy_(buffers, saved_buffers)
                         consecutive += 1
                         nonfinite_epoch += 1
                         nonfinite_total += 1
@@ -436,29 +532,33 @@ def _train(cfg, callbacks, device, rank, world_size, distributed, out: Path) -> 
                             print(f"[automix_lite] non-finite loss at step {step}: optimizer step skipped "
                                   f"({consecutive} in a row, limit {cfg.max_nonfinite})", file=sys.stderr)
                         if consecutive >= max(cfg.max_nonfinite, 1):
+                            torn = False
                             raise NonFiniteLossError(
                                 f"{consecutive} consecutive non-finite losses (last at step {step}); training "
                                 f"stopped. The last good checkpoint in {str(out)!r} is intact: lower lr, use "
                                 "amp='off' or check the data, then resume from it.")
                     step += 1
+                    batch_idx += 1
                     logged = {k: float(v.detach()) for k, v in losses.items()
                               if torch.is_tensor(v) and v.ndim == 0}
                     if finite:
                         for k, v in logged.items():
                             sums[k] = sums.get(k, 0.0) + v
                         count += 1
+                    torn = False
                     state.epoch, state.step, state.losses = epoch, step, logged
                     state.images, state.mask, state.perm = x.detach(), mask, perm
                     bar.update(1)
                     if show and step % cfg.log_every == 0:
                         bar.set_postfix(loss=f"{logged.get('loss', float('nan')):.3f}")
                     _call(callbacks, "on_step_end", state)
-                    if interrupt.requested:
-                        raise KeyboardInterrupt("SIGTERM")
+                    if stop or (interrupt.requested and not distributed):
+                        raise KeyboardInterrupt("SIGTERM or Ctrl-C")
                 bar.close()
+                torn = True  # until this epoch's checkpoint is written
                 start_batch = 0
                 epoch += 1
-                record = {"epoch": epoch, "step": step, "time": time.time() - t_epoch,
+                record = {"epoch": epoch, "step": step, "time": t_before + time.time() - t_epoch,
                           "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
                           "train": {k: v / max(count, 1) for k, v in sums.items()},
                           "nonfinite": nonfinite_epoch}
@@ -476,12 +576,17 @@ def _train(cfg, callbacks, device, rank, world_size, distributed, out: Path) -> 
                         print(f"[automix_lite] epoch {epoch}/{cfg.epochs} loss={record['train'].get('loss', 0):.4f}"
                               f" val top-1: {vals} ({record['time']:.1f}s)", flush=True)
                 save(epoch, 0, tag=f"epoch{epoch:04d}")
+                batch_idx, torn = 0, False
                 state.metrics.update(record)
                 _call(callbacks, "on_epoch_end", state)
         except KeyboardInterrupt:
-            # finish cleanly: a resumable checkpoint at the current position (mid-epoch)
-            pos = (step - epoch * steps_per_epoch)
-            save(epoch, pos, tag=f"interrupt-step{step:07d}")
+            if torn:  # a second Ctrl-C inside a step: the model may be half-updated, do not save it
+                if rank == 0:
+                    print(f"[automix_lite] stopped inside step {step}; no checkpoint written for it. Resume from "
+                          f"the last epoch checkpoint: resume={str(out)!r}.", file=sys.stderr, flush=True)
+                raise
+            # a resumable checkpoint at the current position (mid-epoch), every RNG state included
+            save(epoch, batch_idx, tag=f"interrupt-step{step:07d}")
             if rank == 0:
                 print(f"[automix_lite] interrupted at step {step}; resumable checkpoint written to {out}. "
                       f"Resume with resume={str(out)!r} (CLI: --resume {out}).", file=sys.stderr, flush=True)
