@@ -16,7 +16,6 @@ import dataclasses
 import json
 import sys
 import typing
-from pathlib import Path
 
 from .config import PRESETS, TrainConfig
 

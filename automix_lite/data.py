@@ -325,8 +325,8 @@ def _cifar(cfg: TrainConfig, root: Path, size: int, chans: int, mean, std):
         val = cls(str(root), train=False, transform=tf_test, download=cfg.download)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
         raise _missing(f"{cfg.dataset} ({e})", root,
-                       f"Set download=True (--download) to fetch it with torchvision, or point data_dir at "
-                       f"a folder with train/<class>/ and test/<class>/ images.") from e
+                       "Set download=True (--download) to fetch it with torchvision, or point data_dir at "
+                       "a folder with train/<class>/ and test/<class>/ images.") from e
     return train, val, list(train.classes)
 
 

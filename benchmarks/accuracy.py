@@ -83,10 +83,13 @@ def unpack_cifar(archive: Path, cache: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- configs
-def digits_config(method: str, seed: int, out: Path, epochs: int | None, quick: bool) -> TrainConfig:
+def digits_config(method: str, seed: int, out: Path, epochs: int | None, quick: bool,
+                  img_size: int | None = None) -> TrainConfig:
     kw = dict(label_noise=0.4, method=method, seed=seed, out=str(out))
     if epochs is not None:
         kw["epochs"] = epochs
+    if img_size is not None:
+        kw["img_size"] = img_size
     if quick:
         kw.update(epochs=1, train_subset=128, val_subset=64, batch_size=32)
     return TrainConfig.preset("quick", **kw)
@@ -120,7 +123,7 @@ def run_one(suite: str, cfg: TrainConfig) -> dict:
 def _key(rec: dict) -> tuple:
     c = rec["config"]
     return (rec["suite"], c["method"], c["seed"], c["epochs"], c["model"], c.get("train_subset"),
-            c.get("val_subset"), c.get("ema_momentum"))
+            c.get("val_subset"), c.get("ema_momentum"), c.get("img_size"))
 
 
 def summarize(records: list[dict]) -> dict:
@@ -191,6 +194,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="digits seeds")
     p.add_argument("--digits-epochs", type=int, default=None, help="default: the quick preset's 12")
+    p.add_argument("--digits-img-size", type=int, default=None, help="default: the quick preset's 32 px")
     p.add_argument("--cifar-seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--cifar-methods", nargs="+", default=None, help="default: --methods")
     p.add_argument("--cifar-epochs", type=int, default=50)
@@ -228,12 +232,14 @@ def main(argv: list[str] | None = None) -> dict:
     plan = []
     if "digits" in args.suite:
         ep = 1 if args.quick else (args.digits_epochs or TrainConfig.preset("quick").epochs)
-        titles["digits"] = (f"digits, 40% label noise, resnet_tiny_cifar, {ep} epochs, "
+        px = args.digits_img_size or TrainConfig.preset("quick").img_size
+        titles["digits"] = (f"digits, 40% label noise, resnet_tiny_cifar, {px} px, {ep} epochs, "
                             f"{len(args.seeds)} seeds (final top-1 on clean test labels)")
         for seed in args.seeds:
             for m in args.methods:
                 plan.append(("digits", lambda m=m, seed=seed: digits_config(
-                    m, seed, runs_dir / f"digits_{m}_s{seed}", args.digits_epochs, args.quick)))
+                    m, seed, runs_dir / f"digits_{m}_s{seed}", args.digits_epochs, args.quick,
+                    args.digits_img_size)))
     if "cifar10" in args.suite:
         if not args.archive.exists() and not (args.cache / "train").is_dir():
             msg = f"CIFAR-10 skipped: archive {args.archive} not found (and no unpacked copy in {args.cache})."

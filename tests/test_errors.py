@@ -2,7 +2,6 @@
 message (what was expected, what was given, how to fix it)."""
 import importlib
 import re
-from pathlib import Path
 
 import pytest
 import torch
