@@ -103,7 +103,7 @@ def _cmd_train(args) -> int:
         print(f"[automix_lite] done in {m['wall_time_s']:.0f}s: final top-1 {final}; best head "
               f"{m['best_head']} (median of last {m['k']} epochs: {m['best_median_top1']:.2f}%)")
     print(f"[automix_lite] wrote {result.out}/metrics.json, checkpoint.pt, curves.png"
-          + (", masks.png" if cfg.method == "automix" else ""))
+          + (", masks.png" if cfg.method not in ("vanilla", "manifoldmix") else ""))
     return 0
 
 

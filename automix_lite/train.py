@@ -622,20 +622,25 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 
 def _figures(model, cfg, val_loader, info, history, out: Path, device, generator) -> None:
-    """curves.png always; masks.png for AutoMix (real validation images, their masks, the mixes)."""
+    """curves.png always; masks.png for every method with a pixel mask: real validation images, their partners,
+    the masks (AutoMix: the trained Mix Block at λ = 0.5, partner = the next image) and the mixes."""
     import matplotlib.pyplot as plt
 
     from . import viz
 
     plt.close(viz.plot_curves(history, path=out / "curves.png"))
+    x, y = next(iter(val_loader))
+    x, y = x[:8].to(device), y[:8].to(device)
+    if x.shape[0] < 2 or cfg.method in ("vanilla", "manifoldmix"):  # nothing mixed in pixel space
+        return
     if isinstance(model, AutoMix):
-        x, _ = next(iter(val_loader))
-        x = x[:8].to(device)
-        if x.shape[0] >= 2:
-            perm = torch.roll(torch.arange(x.shape[0]), 1)
-            model.eval()
-            mask = model.generate_mask(x, 0.5, perm)  # [n, 2, H, W]
-            model.train()
-            mixed = x * mask[:, :1] + x[perm] * mask[:, 1:]
-            plt.close(viz.plot_automix_masks(denormalize(x.cpu(), info), mask[:, :1].cpu(),
-                                             denormalize(mixed.cpu(), info), perm=perm, path=out / "masks.png"))
+        perm = torch.roll(torch.arange(x.shape[0], device=device), 1)
+        own = model.generate_mask(x, 0.5, perm)[:, :1]  # [n, 1, H, W], eval mode inside
+        title = "AutoMix"
+    else:
+        mixed = mix(x, y, cfg.method, alpha=cfg.alpha, generator=torch.Generator().manual_seed(cfg.seed))
+        own, perm = mixed.mask, mixed.perm  # [n, 1, H, W], [n]
+        title = cfg.method
+    images = x * own + x[perm] * (1 - own)  # [n, C, H, W]
+    plt.close(viz.plot_automix_masks(denormalize(x.cpu(), info), own.cpu(), denormalize(images.cpu(), info),
+                                     perm=perm.cpu(), path=out / "masks.png", title=title))

@@ -60,7 +60,7 @@ def plot_mix_grid(images: torch.Tensor, outputs: dict, *, titles: Sequence[str] 
 
 
 def plot_automix_masks(images: torch.Tensor, masks: torch.Tensor, mixed: torch.Tensor, *, perm: torch.Tensor,
-                       n: int = 6, path=None):
+                       n: int = 6, path=None, title: str = "AutoMix"):
     """Columns: sample, partner, own-weight mask (1 = sample), mixed image — one row per pair.
 
     Args:
@@ -68,20 +68,21 @@ def plot_automix_masks(images: torch.Tensor, masks: torch.Tensor, mixed: torch.T
         masks: [N, 1, H, W] own-sample weight (channel 0 of the Mix Block output).
         mixed: [N, C, H, W] in [0, 1].
         perm: partner indices [N].
+        title: name of the mixing method (title of the last column).
     """
     n = min(n, images.shape[0])
     fig, axes = plt.subplots(n, 4, figsize=(7.2, 1.9 * n), squeeze=False)
     for i in range(n):
         cells = [(images[i], "sample"), (images[int(perm[i])], "partner"), (masks[i, 0], None),
-                 (mixed[i], "AutoMix")]
-        for j, (img, title) in enumerate(cells):
+                 (mixed[i], title)]
+        for j, (img, label) in enumerate(cells):
             ax = axes[i, j]
-            if title is None:
+            if label is None:
                 ax.imshow(to_image(img), cmap="viridis", vmin=0, vmax=1)
-                title = f"mask (own area {float(masks[i].mean()):.2f})"
+                label = f"mask (own area {float(masks[i].mean()):.2f})"
             else:
                 ax.imshow(to_image(img), cmap="gray")
-            ax.set_title(title, fontsize=8)
+            ax.set_title(label, fontsize=8)
             ax.axis("off")
     fig.tight_layout()
     _save(fig, path)

@@ -36,6 +36,8 @@ def test_two_steps_of_every_method(tmp_path, method):
     result = train(cfg, callbacks=[Spy()])
     assert [s[0] for s in seen] == [1, 2]
     assert all(math.isfinite(s[1]) for s in seen)
+    has_pixel_mask = method not in ("vanilla", "manifoldmix")
+    assert (Path(cfg.out) / "masks.png").is_file() == has_pixel_mask
     if method == "automix":
         assert seen[0][2] == (8, 2, 16, 16)
         assert set(result.metrics["final_top1"]) == {"one_k", "mix_k", "one_q", "mix_q"}
