@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train a model (see `train --help`)",
                         description="Train with a preset plus overrides; writes metrics.json, checkpoint.pt, "
-                                    "masks.png (AutoMix) and curves.png to --out.")
+                                    "masks.png (methods with a pixel mask) and curves.png to --out.")
     tr.add_argument("--preset", default=None, choices=sorted(PRESETS),
                     help="named recipe (default: quick, or the preset stored in --resume's checkpoint)")
     _add_config_flags(tr)
