@@ -1,4 +1,5 @@
-"""Crash-safe checkpoints: atomic writes, the last K kept, truncated files detected on resume.
+"""Crash-safe checkpoints: atomic writes, the last K kept, truncated files detected on resume; plus the run-folder
+bookkeeping the trainer needs (RNG states, versions, a fresh folder for a new run, atomic JSON).
 
 A checkpoint is written to a temporary file in the run folder, flushed and fsync'ed, then renamed over its
 final name (``os.replace`` is atomic on POSIX), so a crash mid-write never leaves a torn ``checkpoint.pt``.
@@ -8,17 +9,22 @@ the README use); only the newest ``keep`` tagged files are kept. On resume a fil
 """
 from __future__ import annotations
 
+import json
 import os
+import platform
+import random
 import shutil
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = ["save_checkpoint", "load_checkpoint", "find_resume_checkpoint", "list_checkpoints",
-           "CheckpointError"]
+           "CheckpointError", "rng_state", "set_rng_state", "environment_info", "versions_info", "check_out_dir",
+           "set_aside_previous_run", "atomic_json"]
 
 LATEST = "checkpoint.pt"
 
@@ -116,3 +122,78 @@ def load_checkpoint(path: str | Path, resume: str | Path | None = None) -> dict:
             return obj
     raise CheckpointError(f"no loadable checkpoint: {path} is truncated or corrupted and {folder} holds no older "
                           "valid one; start a new run")
+
+
+# ----------------------------------------------------------------------------- run-folder bookkeeping
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "generator": generator.get_state()}
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    generator.set_state(state["generator"])
+
+
+def environment_info(device: torch.device, world_size: int) -> dict[str, Any]:
+    import timm
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+           "platform": platform.platform(), "cpu_threads": torch.get_num_threads(), "device": str(device),
+           "world_size": world_size}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def check_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"cannot write to the output folder {str(out)!r} ({e.strerror}); pass a writable "
+                              "folder with out=... / --out DIR") from e
+
+
+_RUN_FILES = ("metrics.jsonl", "metrics.json", "checkpoint.pt", "curves.png", "masks.png")
+
+
+def set_aside_previous_run(out: Path) -> None:
+    """A NEW run (no resume) in a folder that holds an earlier run: move that run's files to
+    ``out/previous_run/`` (replacing an older one there), so the new history never mixes with the old."""
+    old = [out / n for n in _RUN_FILES if (out / n).exists()] + sorted(out.glob("checkpoint-*.pt"))
+    if not old:
+        return
+    backup = out / "previous_run"
+    if backup.exists():
+        shutil.rmtree(backup)
+    backup.mkdir()
+    for p in old:
+        os.replace(p, backup / p.name)
+    print(f"[automix_lite] {out} held an earlier run; this new run starts fresh and the old files were moved to "
+          f"{backup}. To continue a run instead, pass resume={str(out)!r} (CLI: --resume DIR).", file=sys.stderr)
+
+
+def versions_info() -> dict[str, str]:
+    import timm
+
+    from . import __version__
+
+    return {"automix_lite": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

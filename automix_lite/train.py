@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import random
 import signal
 import statistics
@@ -38,7 +37,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .automix import HEADS, AutoMix
-from .checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (atomic_json, check_out_dir, environment_info, find_resume_checkpoint, load_checkpoint,
+                         rng_state, save_checkpoint, set_aside_previous_run, set_rng_state, versions_info)
 from .config import TrainConfig
 from .data import build_loaders, denormalize
 from .mixing import manifold_forward, mix, mix_loss
@@ -205,32 +205,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "generator": generator.get_state()}
-
-
-def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    generator.set_state(state["generator"])
-
-
-def _environment(device: torch.device, world_size: int) -> dict[str, Any]:
-    import timm
-
-    env = {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-           "platform": platform.platform(), "cpu_threads": torch.get_num_threads(), "device": str(device),
-           "world_size": world_size}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    return env
-
-
 def _median_last(history: list[dict], key: str, k: int) -> float | None:
     vals = [h["val"][key] for h in history if key in h.get("val", {})][-k:]
     return float(statistics.median(vals)) if vals else None
@@ -289,47 +263,6 @@ def _call(callbacks, name: str, state: TrainState) -> None:
             fn(state)
 
 
-def _check_out_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"cannot write to the output folder {str(out)!r} ({e.strerror}); pass a writable "
-                              "folder with out=... / --out DIR") from e
-
-
-_RUN_FILES = ("metrics.jsonl", "metrics.json", "checkpoint.pt", "curves.png", "masks.png")
-
-
-def _set_aside_previous_run(out: Path) -> None:
-    """A NEW run (no resume) in a folder that holds an earlier run: move that run's files to
-    ``out/previous_run/`` (replacing an older one there), so the new history never mixes with the old."""
-    old = [out / n for n in _RUN_FILES if (out / n).exists()] + sorted(out.glob("checkpoint-*.pt"))
-    if not old:
-        return
-    import shutil
-
-    backup = out / "previous_run"
-    if backup.exists():
-        shutil.rmtree(backup)
-    backup.mkdir()
-    for p in old:
-        os.replace(p, backup / p.name)
-    print(f"[automix_lite] {out} held an earlier run; this new run starts fresh and the old files were moved to "
-          f"{backup}. To continue a run instead, pass resume={str(out)!r} (CLI: --resume DIR).", file=sys.stderr)
-
-
-def _versions() -> dict[str, str]:
-    import timm
-
-    from . import __version__
-
-    return {"automix_lite": __version__, "torch": torch.__version__, "timm": timm.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
-
-
 # ------------------------------------------------------------------ the loop
 def train(cfg: TrainConfig, callbacks: Iterable[Any] = ()) -> TrainResult:
     """Train ``cfg.method`` on ``cfg.dataset``; returns a ``TrainResult``.
@@ -368,7 +301,7 @@ def train(cfg: TrainConfig, callbacks: Iterable[Any] = ()) -> TrainResult:
         own_group = True
     out = Path(cfg.out)
     if rank == 0:
-        _check_out_dir(out)
+        check_out_dir(out)
     try:
         return _train(cfg, callbacks, device, rank, world_size, distributed, out)
     finally:
@@ -422,7 +355,7 @@ def _train(cfg, callbacks, device, rank, world_size, distributed, out: Path) -> 
     if rank == 0:
         resume_dir = None if resume_path is None else resume_path.parent
         if resume_dir is None or resume_dir.resolve() != out.resolve():
-            _set_aside_previous_run(out)
+            set_aside_previous_run(out)
         # metrics.jsonl always equals the history this run continues (a fallback to an older checkpoint
         # drops the lines of the epochs after it)
         with open(out / "metrics.jsonl", "w") as f:
@@ -466,7 +399,7 @@ def _train(cfg, callbacks, device, rank, world_size, distributed, out: Path) -> 
                                   "time": t_before + time.time() - t_epoch} if mid else None,
                 "nonfinite_total": nonfinite_total, "consecutive_nonfinite": consecutive,
                 "config": cfg.to_dict(), "num_classes": num_classes, "model_class": type(model).__name__,
-                "versions": _versions(), "environment": _environment(device, world_size)}
+                "versions": versions_info(), "environment": environment_info(device, world_size)}
 
     def save(ep: int, batch_in_epoch: int, tag: str) -> None:
         snap = snapshot(ep, batch_in_epoch)  # collective under DDP: every rank calls it
@@ -592,11 +525,11 @@ def _train(cfg, callbacks, device, rank, world_size, distributed, out: Path) -> 
                       f"Resume with resume={str(out)!r} (CLI: --resume {out}).", file=sys.stderr, flush=True)
             raise
     metrics = {"config": cfg.to_dict(), "history": history, "nonfinite_total": nonfinite_total,
-               "wall_time_s": time.time() - t_start, "environment": _environment(device, world_size),
+               "wall_time_s": time.time() - t_start, "environment": environment_info(device, world_size),
                "method": cfg.method, "num_classes": num_classes,
                **summarize(history, head_names(model), cfg.median_last_k)}
     if rank == 0:
-        _atomic_json(out / "metrics.json", metrics)
+        atomic_json(out / "metrics.json", metrics)
         _figures(model, cfg, val_loader, info, history, out, device, generator)
     return TrainResult(model=model, metrics=metrics, history=history, out=out, info=info)
 
@@ -610,15 +543,6 @@ def _check_compatible(ckpt: dict, cfg: TrainConfig, num_classes: int) -> None:
     if problems:
         raise ValueError("the checkpoint does not match this run:\n  " + "\n  ".join(problems)
                          + "\nResume with the same model/method/dataset, or start a new run in another folder.")
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _figures(model, cfg, val_loader, info, history, out: Path, device, generator) -> None:
