@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .mixblock import MixBlock, mask_loss
-from .mixing import MixOutput, sample_lam, sample_perm
+from .mixing import MixOutput, mix_images, sample_lam, sample_perm
 from .models import (LinearHead, check_image_size, create_backbone, default_feature_stage, feature_map,
                      stage_channels)
 
@@ -382,7 +382,7 @@ class AutoMixAugment:
         if self.adjust:
             mask = self.model._adjust(mask, lam)
         own = mask[:, 0:1]  # [N, 1, H, W]
-        images = (x.float() * own + x[perm].float() * (1 - own)).to(x.dtype)
+        images = mix_images(x, own, perm)  # [N, C, H, W]
         return MixOutput(images=images, target_a=y, target_b=y[perm],
                          lam=torch.full((x.shape[0],), lam, dtype=torch.float32, device=x.device),
                          mask=own, perm=perm)

@@ -161,6 +161,11 @@ def _area(mask: torch.Tensor) -> torch.Tensor:
     return mask.mean(dim=(1, 2, 3))  # [N]
 
 
+def _masked_output(x, y, mask, perm, method) -> MixOutput:
+    """Output of a pixel-mask mixer: images mixed by ``mask``, lam = the realised own area of each mask."""
+    return _output(x, y, mix_images(x, mask, perm), _area(mask), mask, perm, method)
+
+
 # ----------------------------------------------------------------------------- pure building blocks
 
 def mix_images(x: torch.Tensor, mask: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
@@ -205,7 +210,7 @@ def cutmix(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
     lam, perm = _setup(x, y, alpha, lam, generator)
     n, _, h, w = x.shape
     mask = box_mask(h, w, cutmix_box(h, w, lam, generator), device=x.device).expand(n, 1, h, w).clone()
-    return _output(x, y, mix_images(x, mask, perm), _area(mask), mask, perm, "cutmix")
+    return _masked_output(x, y, mask, perm, "cutmix")
 
 
 def fmix(x, y, *, alpha=1.0, generator=None, lam=None, decay_power=3.0, **kw) -> MixOutput:
@@ -215,7 +220,7 @@ def fmix(x, y, *, alpha=1.0, generator=None, lam=None, decay_power=3.0, **kw) ->
     lam, perm = _setup(x, y, alpha, lam, generator)
     n, _, h, w = x.shape
     mask = fmix_mask(n, h, w, lam, generator, decay_power=decay_power, device=x.device)
-    return _output(x, y, mix_images(x, mask, perm), _area(mask), mask, perm, "fmix")
+    return _masked_output(x, y, mask, perm, "fmix")
 
 
 def smoothmix(x, y, *, alpha=1.0, generator=None, lam=None, sigma_range=(0.25, 0.5), **kw) -> MixOutput:
@@ -225,7 +230,7 @@ def smoothmix(x, y, *, alpha=1.0, generator=None, lam=None, sigma_range=(0.25, 0
     lam, perm = _setup(x, y, alpha, lam, generator)
     n, _, h, w = x.shape
     mask = smooth_mask(n, h, w, lam, generator, sigma_range=sigma_range, device=x.device)
-    return _output(x, y, mix_images(x, mask, perm), _area(mask), mask, perm, "smoothmix")
+    return _masked_output(x, y, mask, perm, "smoothmix")
 
 
 def gridmix(x, y, *, alpha=1.0, generator=None, lam=None, cells=(2, 8), **kw) -> MixOutput:
@@ -235,7 +240,7 @@ def gridmix(x, y, *, alpha=1.0, generator=None, lam=None, cells=(2, 8), **kw) ->
     lam, perm = _setup(x, y, alpha, lam, generator)
     n, _, h, w = x.shape
     mask = grid_mask(n, h, w, lam, generator, cells=cells, device=x.device)
-    return _output(x, y, mix_images(x, mask, perm), _area(mask), mask, perm, "gridmix")
+    return _masked_output(x, y, mask, perm, "gridmix")
 
 
 def resizemix(x, y, *, alpha=1.0, generator=None, lam=None, scale=(0.1, 0.8), **kw) -> MixOutput:
@@ -266,7 +271,7 @@ def saliencymix(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput
     peak = spectral_residual_saliency(x).flatten(1).argmax(1)[perm].tolist()  # partner's peak, flat index
     boxes = [cutmix_box(h, w, lam, center=(p // w, p % w)) for p in peak]
     mask = box_mask(h, w, boxes, device=x.device)
-    return _output(x, y, mix_images(x, mask, perm), _area(mask), mask, perm, "saliencymix")
+    return _masked_output(x, y, mask, perm, "saliencymix")
 
 
 def manifoldmix(x, y, *, alpha=1.0, generator=None, lam=None, stages=(0, 1, 2, 3), num_stages=None,

@@ -41,7 +41,7 @@ from .checkpoint import (atomic_json, check_out_dir, environment_info, find_resu
                          rng_state, save_checkpoint, set_aside_previous_run, set_rng_state, versions_info)
 from .config import TrainConfig
 from .data import build_loaders, denormalize
-from .mixing import manifold_forward, mix, mix_loss
+from .mixing import manifold_forward, mix, mix_images, mix_loss
 from .models import Classifier
 
 __all__ = ["train", "TrainResult", "TrainState", "Callback", "NonFiniteLossError", "build_model",
@@ -565,6 +565,6 @@ def _figures(model, cfg, val_loader, info, history, out: Path, device, generator
         mixed = mix(x, y, cfg.method, alpha=cfg.alpha, generator=torch.Generator().manual_seed(cfg.seed))
         own, perm = mixed.mask, mixed.perm  # [n, 1, H, W], [n]
         title = cfg.method
-    images = x * own + x[perm] * (1 - own)  # [n, C, H, W]
+    images = mix_images(x, own, perm)  # [n, C, H, W]
     plt.close(viz.plot_automix_masks(denormalize(x.cpu(), info), own.cpu(), denormalize(images.cpu(), info),
                                      perm=perm.cpu(), path=out / "masks.png", title=title))

@@ -26,6 +26,15 @@ def to_image(x: torch.Tensor) -> np.ndarray:
     return x.numpy()
 
 
+def _finish_image_grid(fig, axes, path):
+    """Hide the axes of an image grid, tighten the layout, save when ``path`` is given; returns the figure."""
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
 def _save(fig, path) -> None:
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -52,11 +61,7 @@ def plot_mix_grid(images: torch.Tensor, outputs: dict, *, titles: Sequence[str] 
         for j in range(n):
             axes[i, j].imshow(to_image(out.images[j]), cmap="gray")
             axes[i, j].set_title(f"{name} λ={float(out.lam[j]):.2f} (+{int(out.perm[j])})", fontsize=8)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.tight_layout()
-    _save(fig, path)
-    return fig
+    return _finish_image_grid(fig, axes, path)
 
 
 def plot_automix_masks(images: torch.Tensor, masks: torch.Tensor, mixed: torch.Tensor, *, perm: torch.Tensor,
@@ -186,11 +191,7 @@ def plot_panels(panels: dict, *, cmaps: dict | None = None, ncols: int | None = 
         else:
             ax.imshow(np.clip(arr, 0, 1))
         ax.set_title(title, fontsize=9)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.tight_layout()
-    _save(fig, path)
-    return fig
+    return _finish_image_grid(fig, axes, path)
 
 
 class MaskSnapshots:
@@ -263,8 +264,4 @@ def plot_mask_evolution(snapshots: MaskSnapshots, *, epochs: Sequence[int] | Non
         for j, ep in enumerate(epochs, start=2):
             axes[i, j].imshow(to_image(snapshots.mixed(ep)[i]))
             axes[i, j].set_title(f"ep {ep}: own {float(snapshots.masks[ep][i].mean()):.2f}", fontsize=8)
-    for ax in axes.flat:
-        ax.axis("off")
-    fig.tight_layout()
-    _save(fig, path)
-    return fig
+    return _finish_image_grid(fig, axes, path)
