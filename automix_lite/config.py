@@ -44,6 +44,8 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 MASK_LOSS_MODES = ("L1", "L1+Variance", "L2+Variance", "Sparsity")
 MASK_LOSS_SCHEDULES = ("constant", "cosine", "upstream")
 UPSAMPLE_MODES = ("nearest", "bilinear", "bicubic")
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True,
+               "false": False, "0": False, "no": False, "off": False}
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -84,6 +86,11 @@ class TrainConfig:
         amp: ``'auto'`` (bf16 on compute capability >= 8, else fp16 on GPU; off on CPU),
             ``'off'``, ``'bf16'``, ``'fp16'``.
         channels_last, compile, workers, seed, device: runtime.
+        data_on_device: hold the decoded train/val images as one uint8 tensor on the training device and
+            augment them there in batches (``automix_lite.device_data``): ``'auto'`` = on for CUDA when the
+            decoded dataset fits (under a quarter of the free device memory), ``True`` = always (any
+            device, CPU included), ``False`` = the DataLoader pipeline. The strings ``'true'`` / ``'false'``
+            (from the CLI) are read as booleans.
         out: output folder; eval_every / log_every: in epochs / steps.
         median_last_k: report the median top-1 of the last k epochs.
         keep_checkpoints: how many epoch checkpoints to keep; max_nonfinite: abort after this
@@ -140,6 +147,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     workers: int = 2
+    data_on_device: str | bool = "auto"
     seed: int = 0
     device: str = "auto"
     out: str = "runs/automix"
@@ -157,6 +165,9 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 setattr(self, name, os.fspath(value))
+        # the CLI passes every non-bool field as text: read 'true' / 'false' for data_on_device
+        if isinstance(self.data_on_device, str) and self.data_on_device.lower() in _BOOL_WORDS:
+            self.data_on_device = _BOOL_WORDS[self.data_on_device.lower()]
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -268,6 +279,8 @@ class TrainConfig:
         need(self.reduction >= 1, f"reduction={self.reduction} must be >= 1 (AutoMix: 2).")
         need(0 <= self.switch_off <= 1, f"switch_off={self.switch_off} must be in [0, 1].")
         need(0 <= self.mask_adjust <= 1, f"mask_adjust={self.mask_adjust} is a probability in [0, 1].")
+        need(self.data_on_device in ("auto", True, False),
+             f"data_on_device={self.data_on_device!r} should be 'auto', True or False.")
         need(self.workers >= 0, f"workers={self.workers} must be >= 0 (0 = load in the main process).")
         need(self.seed >= 0, f"seed={self.seed} must be >= 0.")
         for name in ("eval_every", "log_every", "median_last_k", "keep_checkpoints"):
