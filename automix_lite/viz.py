@@ -14,8 +14,9 @@ import matplotlib.pyplot as plt  # headless machines fall back to Agg by themsel
 import numpy as np
 import torch
 
-__all__ = ["to_image", "plot_mix_grid", "plot_automix_masks", "plot_curves", "plot_momentum_schedule",
-           "PHOTO_NAMES", "real_photos", "plot_panels", "MaskSnapshots", "plot_mask_evolution"]
+__all__ = ["to_image", "plot_mix_grid", "plot_automix_masks", "plot_curves", "split_curve_keys",
+           "plot_momentum_schedule", "PHOTO_NAMES", "real_photos", "plot_panels", "MaskSnapshots",
+           "plot_mask_evolution", "derangement", "mix_distinct_pairs"]
 
 
 def to_image(x: torch.Tensor) -> np.ndarray:
@@ -94,23 +95,40 @@ def plot_automix_masks(images: torch.Tensor, masks: torch.Tensor, mixed: torch.T
     return fig
 
 
+def split_curve_keys(keys) -> tuple[list[str], list[str]]:
+    """Split per-epoch training terms into losses (``loss``, ``loss_*``) and the rest (λ draws, the fallback and
+    Mix-Block-trained rates, the mask-loss weight, ...), both sorted. Losses share one axis; the rest live in
+    [0, 1] and get their own."""
+    keys = sorted(set(keys))
+    losses = [k for k in keys if k == "loss" or k.startswith("loss_")]
+    return losses, [k for k in keys if k not in losses]
+
+
 def plot_curves(history: list[dict], *, path=None):
-    """Training loss terms and validation top-1 of every head per epoch."""
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.6))
+    """Per epoch: the training losses (left), the other logged terms — λ_mb, λ_bb, the fallback and
+    Mix-Block-trained rates, the mask-loss weight — on their own axis (middle, only when logged), and the
+    validation top-1 of every head (right). Axis titles: "training loss", "other terms", "val top-1 (%)"."""
     epochs = [h["epoch"] for h in history]
-    keys = sorted({k for h in history for k in h.get("train", {})})
-    for k in keys:
-        ax_l.plot(epochs, [h["train"].get(k, np.nan) for h in history], marker=".", label=k)
-    ax_l.set_xlabel("epoch")
-    ax_l.set_ylabel("training loss")
-    if keys:
-        ax_l.legend(fontsize=7)
+    losses, others = split_curve_keys(k for h in history for k in h.get("train", {}))
+    ncols = 3 if others else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(4.6 * ncols, 3.6), squeeze=False)
+    ax_l, ax_a = axes[0, 0], axes[0, -1]
+    groups = [(ax_l, losses, "training loss")] + ([(axes[0, 1], others, "other terms")] if others else [])
+    for ax, keys, ylabel in groups:
+        for k in keys:
+            ax.plot(epochs, [h["train"].get(k, np.nan) for h in history], marker=".", label=k)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(ylabel, fontsize=9)
+        if keys:
+            ax.legend(fontsize=7)
     heads = sorted({k for h in history for k in h.get("val", {})})
     for k in heads:
         pts = [(h["epoch"], h["val"][k]) for h in history if k in h.get("val", {})]
         ax_a.plot(*zip(*pts), marker=".", label=k)
     ax_a.set_xlabel("epoch")
     ax_a.set_ylabel("val top-1 (%)")
+    ax_a.set_title("val top-1 (%)", fontsize=9)
     if heads:
         ax_a.legend(fontsize=7)
     fig.tight_layout()
@@ -265,3 +283,40 @@ def plot_mask_evolution(snapshots: MaskSnapshots, *, epochs: Sequence[int] | Non
             axes[i, j].imshow(to_image(snapshots.mixed(ep)[i]))
             axes[i, j].set_title(f"ep {ep}: own {float(snapshots.masks[ep][i].mean()):.2f}", fontsize=8)
     return _finish_image_grid(fig, axes, path)
+
+
+# ----------------------------------------------------------------------------- distinct pairs for figures
+def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random pairing with no fixed points (``perm[i] != i`` for every i): one random n-cycle.
+
+    Figures that teach pairs use it so that no image is shown "mixed" with itself (``torch.randperm`` leaves
+    about one fixed point per batch on average). Training never uses it: the mixers keep ``sample_perm``.
+
+    Args:
+        n: number of samples (>= 2).
+        generator: optional ``torch.Generator`` for a reproducible draw.
+    """
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"a pairing without fixed points needs n >= 2 samples, got {n!r}")
+    order = torch.randperm(n, generator=generator)  # [n]: a random cycle order
+    perm = torch.empty(n, dtype=torch.long)
+    perm[order] = torch.roll(order, -1)  # each sample's partner is the next one along the cycle
+    return perm
+
+
+def mix_distinct_pairs(x: torch.Tensor, y: torch.Tensor, method, *, seed: int = 0, tries: int = 100, **kwargs):
+    """``mix(x, y, method, generator=Generator().manual_seed(s), **kwargs)`` for the first ``s`` in
+    ``seed, seed + 1, ...`` whose pairing has no fixed points, for figures that teach pairs. The result is an
+    unmodified ``mix`` output (the mixers are untouched); ``out.seed`` records the ``s`` used. ``vanilla`` pairs
+    every sample with itself by definition and is returned from the first draw.
+    """
+    from .mixing import mix
+
+    if x.shape[0] < 2:
+        raise ValueError(f"distinct pairs need at least 2 samples, got {x.shape[0]}")
+    for s in range(seed, seed + tries):
+        out = mix(x, y, method, generator=torch.Generator().manual_seed(s), **kwargs)
+        if method == "vanilla" or bool((out.perm.cpu() != torch.arange(x.shape[0])).all()):
+            out.seed = s
+            return out
+    raise RuntimeError(f"no pairing without fixed points in {tries} draws of {method!r}")

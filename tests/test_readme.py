@@ -23,17 +23,22 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert "pytest" in test_cmd and "AUTOMIX_SMOKE=1" in test_cmd
 
 
-def test_readme_main_command_parses_and_uses_the_offline_quick_preset():
-    main_cmd = _readme_commands()[0]
-    argv = shlex.split(main_cmd)
+def test_readme_main_command_installs_then_runs_the_offline_quick_preset():
+    install, run = (part.strip() for part in _readme_commands()[0].split("&&"))
+    assert shlex.split(install)[:3] == ["pip", "install", "-e"] and shlex.split(install)[3].startswith(".")
+    argv = shlex.split(run)
     assert argv[:3] == ["python", "-m", "automix_lite"]
     args = build_parser().parse_args(argv[3:])
     assert args.command == "train" and args.preset == "quick"
 
 
-def test_environment_file_installs_the_dev_extra():
+def test_environment_file_installs_the_dev_extra_with_pytorch_from_conda_forge():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert env["name"] == "automix-lite"
+    assert env["channels"] == ["conda-forge"]  # the pytorch channel is deprecated (pytorch/pytorch#138506)
+    names = [d.split("=")[0].split(">")[0].split("<")[0].strip() for d in env["dependencies"] if isinstance(d, str)]
+    assert {"pytorch", "torchvision"} <= set(names)
+    assert not any(isinstance(d, str) and "::" in d for d in env["dependencies"])  # no per-package channel
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert any(".[dev]" in p for p in pip)
 

@@ -1,0 +1,48 @@
+"""The notebooks as files: committed without outputs, one documented install source for Colab.
+
+(Running them is nbval's job: `AUTOMIX_SMOKE=1 python -m pytest` executes every notebook.)"""
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = [ROOT / "demo.ipynb"] + sorted((ROOT / "notebooks").glob("*.ipynb"))
+URL = "git+https://github.com/automix-lite/automix_lite"
+
+
+def _code_cells(path):
+    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_without_outputs(path):
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_install_cell_takes_its_source_from_one_variable(path, monkeypatch):
+    cells = _code_cells(path)
+    install = cells[0]
+    assert "AUTOMIX_LITE_SOURCE" in install.split("import os")[0]  # documented in the comment above the code
+    assert sum(URL in c for c in cells) == 1 and install.count(URL) == 1  # the URL is written once
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda args, **kw: calls.append(list(args)))
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setenv("AUTOMIX_LITE_SOURCE", "git+https://example.org/fork/automix_lite@branch")
+    exec(compile(install, path.name, "exec"), {})
+    assert calls[0][-1] == "git+https://example.org/fork/automix_lite@branch" and "--no-deps" in calls[0]
+    assert all("torch" not in a and "ipywidgets" not in a for c in calls for a in c[4:])  # Colab's stay put
+    calls.clear()
+    monkeypatch.delenv("AUTOMIX_LITE_SOURCE")
+    exec(compile(install, path.name, "exec"), {})
+    assert calls[0][-1] == URL
+    monkeypatch.delitem(sys.modules, "google.colab")
+    calls.clear()
+    exec(compile(install, path.name, "exec"), {})
+    assert calls == []  # outside Colab nothing is installed
