@@ -1,6 +1,6 @@
 """automix_lite: AutoMix (Liu, Li et al., ECCV 2022, arXiv:2103.13027) without the framework.
 
-The public API (see ``shared/docs/design.md``): mixing (``mix``, ``MixOutput``, ``mix_loss``, ``MIXERS``),
+The public API (see ``docs/README.md#public-api``): mixing (``mix``, ``MixOutput``, ``mix_loss``, ``MIXERS``),
 the Mix Block (``MixBlock``, ``mask_loss``), ``AutoMix``, backbones, ``TrainConfig`` + ``train``.
 """
 __version__ = "0.1.0"

@@ -2,28 +2,30 @@
 
 Paper: Liu, Li et al., "AutoMix: Unveiling the Power of Mixup for Stronger Classifiers", ECCV 2022 Oral,
 arXiv:2103.13027. Reference implementation: OpenMixup ``AutoMixup`` (the "V1plus" momentum pipeline),
-specified in ``shared/docs/automix_spec.md`` §1; section numbers below refer to that spec.
+described step by step in ``docs/algorithm.md``; ``docs/...#section`` references below point into ``docs/``.
 
-One step (§1.2): draw two independent (λ, permutation) pairs — "mb" trains the Mix Block, "bb" trains the
-backbone; take the momentum encoder's feature map at ``feature_stage`` on the clean batch; the Mix Block
-turns it into ``mask_mb`` (graph kept) and ``mask_bb`` (detached, with the λ-margin fallback to plain MixUp);
-the frozen momentum network classifies the ``mask_mb`` mix (its loss trains only the Mix Block, through the
-pixels), the online network classifies the clean batch and the ``mask_bb`` mix. One backward of
-``loss_one_q + loss_mix_q + loss_mix_k + mask_loss_weight * loss_mask``; after the optimizer step,
-``momentum_update`` moves the momentum network towards the online one (parameters only, §1.6).
+One step (docs/algorithm.md#one-training-step): draw two independent (λ, permutation) pairs — "mb" trains the
+Mix Block, "bb" trains the backbone; take the momentum encoder's feature map at ``feature_stage`` on the clean
+batch; the Mix Block turns it into ``mask_mb`` (graph kept) and ``mask_bb`` (detached, with the λ-margin
+fallback to plain MixUp); the frozen momentum network classifies the ``mask_mb`` mix (its loss trains only the
+Mix Block, through the pixels), the online network classifies the clean batch and the ``mask_bb`` mix. One
+backward of ``loss_one_q + loss_mix_q + loss_mix_k + mask_loss_weight * loss_mask``; after the optimizer step,
+``momentum_update`` moves the momentum network towards the online one (parameters only,
+docs/algorithm.md#momentum-schedule).
 
-Deliberate differences from OpenMixup, all documented in the spec or the issue:
+Deliberate differences from OpenMixup, all listed in docs/differences.md:
 * the Mix Block's feature map is computed **without running the later stages** of the momentum encoder
-  (OpenMixup runs the whole network, §1.10). Consequence: the momentum encoder's BatchNorm layers *after* the
-  feature stage update their running statistics only from the Mix-Block-mixed batch, not also from the
-  clean batch. Outputs and gradients of the step are unchanged.
+  (OpenMixup runs the whole network, docs/algorithm.md#cost-of-a-step). Consequence: the momentum
+  encoder's BatchNorm layers *after* the feature stage update their running statistics only from the
+  Mix-Block-mixed batch, not also from the clean batch. Outputs and gradients of the step are unchanged.
 * the momentum parameters are never put in an optimizer group (OpenMixup includes them, gradient-free).
 * ``mask_adjust`` rescales ``mask_bb`` towards **λ_bb**; OpenMixup compares with ``lam[0]`` = λ_mb (a bug,
-  §1.9). Irrelevant for every AutoMix recipe (``mask_adjust=0``).
+  docs/differences.md). Irrelevant for every AutoMix recipe (``mask_adjust=0``).
 * ``switch_off`` (ViT recipes): the Mix Block branch is skipped in a step with probability
   ``1 - switch_off * c(t)``, with ``c(t) = (cos(π t/T) + 1) / 2`` our reading of OpenMixup's
   ``cos_annealing`` attribute (1 at the start, 0 at the end).
-* the upsampling factor is image size / feature size (OpenMixup: a rule on image width > 64 px, §1.9).
+* the upsampling factor is image size / feature size (OpenMixup: a rule on image width > 64 px,
+  docs/differences.md).
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ HEADS = ("one_k", "mix_k", "one_q", "mix_q")
 
 def momentum_at(step: int, total_steps: int, base: float = 0.999, end: float = 0.999999,
                 scope_start: float = 0.1) -> float:
-    """EMA momentum of OpenMixup's ``CosineScheduleHook`` (spec §1.6).
+    """EMA momentum of OpenMixup's ``CosineScheduleHook`` (docs/algorithm.md#momentum-schedule).
 
     ``m = base`` for ``t < scope_start * T``; afterwards ``m = end - (end - base) * (cos(π t / T) + 1) / 2``.
     The cosine uses t/T, not the position inside the scope, so there is a tiny jump at ``t = 0.1 T``
@@ -63,7 +65,7 @@ def momentum_at(step: int, total_steps: int, base: float = 0.999, end: float = 0
 
 
 def mask_loss_weight_at(step: int, total_steps: int, base: float = 0.1, schedule: str = "constant") -> float:
-    """Mask-loss weight at ``step`` (spec §1.4).
+    """Mask-loss weight at ``step`` (docs/algorithm.md#mask-loss).
 
     * "constant": ``base`` (CIFAR and Tiny-ImageNet recipes).
     * "cosine": a true cosine from ``base`` to 0 over training.
@@ -149,7 +151,7 @@ class AutoMix(nn.Module):
         reduction, use_scale, upsample, att_norm: Mix Block options.
         mask_adjust: probability of rescaling ``mask_bb`` so its per-sample own area equals λ_bb (0).
         switch_off: ViT knob: probability scale of training the Mix Block in a step (0 = always train).
-        ema_bn_buffers: also EMA the float buffers (BN running stats); False = spec (k keeps its own stats).
+        ema_bn_buffers: also EMA the float buffers (BN running stats); False = OpenMixup (k keeps its own stats).
         head_ensemble: ``forward(x, head="ensemble")`` becomes the default evaluation head.
         no_repeat_perm: avoid fixed points i == perm[i] (OpenMixup ``mix_shuffle_no_repeat``).
         in_chans: image channels.
@@ -262,7 +264,9 @@ class AutoMix(nn.Module):
     # ------------------------------------------------------------------ training
     def training_step(self, x: torch.Tensor, y: torch.Tensor, step: int = 0, total_steps: int = 1, *,
                       generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """One AutoMix iteration (spec §1.2). Call ``loss.backward()``, the optimizer, then ``momentum_update``.
+        """One AutoMix iteration (docs/algorithm.md#one-training-step).
+
+        Call ``loss.backward()``, the optimizer, then ``momentum_update``.
 
         Returns a dict: ``loss`` and its terms ``loss_one_q loss_mix_q loss_mix_k loss_mask`` (all keep their
         graph, so each term's gradient can be inspected; log them with ``.item()``), ``lam_mb lam_bb``,
@@ -315,7 +319,7 @@ class AutoMix(nn.Module):
         }
 
     def momentum_at(self, step: int, total_steps: int) -> float:
-        """Scheduled EMA momentum for ``step`` (spec §1.6)."""
+        """Scheduled EMA momentum for ``step`` (docs/algorithm.md#momentum-schedule)."""
         return momentum_at(step, total_steps, self.momentum, self.end_momentum, self.momentum_scope)
 
     @torch.no_grad()
@@ -334,8 +338,8 @@ class AutoMix(nn.Module):
     # ------------------------------------------------------------------ inference
     def forward(self, x: torch.Tensor, head: str | None = None) -> torch.Tensor:
         """Logits [N, K] from one head: "one_k" (OpenMixup's inference default), "mix_k", "one_q", "mix_q",
-        or "ensemble" (upstream ``head_ensemble`` rule, spec §1.8: the mean of the squared logits of the four
-        heads). ``head=None`` means "ensemble" if ``head_ensemble`` else "one_k"."""
+        or "ensemble" (upstream ``head_ensemble`` rule, docs/algorithm.md#inference-heads: the mean of the
+        squared logits of the four heads). ``head=None`` means "ensemble" if ``head_ensemble`` else "one_k"."""
         head = head or ("ensemble" if self.head_ensemble else "one_k")
         if head == "ensemble":
             outs = self.forward_all(x)

@@ -2,7 +2,7 @@
 
 AutoMix (Liu, Li et al., "AutoMix: Unveiling the Power of Mixup for Stronger Classifiers", ECCV 2022,
 arXiv:2103.13027). The presets transcribe the OpenMixup AutoMix configs listed in
-``automix_spec.md`` §1.7 and §2; each preset names its source config in a comment.
+``docs/recipes.md``; each preset names its source config in a comment.
 
 Field names mirror timm's ``train.py`` flags where one exists (``data_dir``, ``img_size``,
 ``in_chans``, ``num_classes``, ``lr``, ``min_lr``, ``weight_decay``, ``momentum``, ``sched``,
@@ -35,7 +35,7 @@ __all__ = ["TrainConfig", "PRESETS", "DATASETS", "CIFAR_MODELS", "METHODS", "Con
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "tiny-imagenet", "imagenet", "folder", "fake")
 CIFAR_MODELS = ("resnet_tiny_cifar", "resnet18_cifar", "resnet50_cifar", "resnext50_cifar", "wrn28_8_cifar")
-# Names in the public contract (design.md); the live list is MIXERS from automix_lite.mixing + "automix".
+# Names in the public API (docs/README.md#public-api); the live list is MIXERS from automix_lite.mixing + "automix".
 _CONTRACT_MIXERS = ("vanilla", "mixup", "cutmix", "manifoldmix", "fmix", "resizemix", "saliencymix",
                     "smoothmix", "gridmix")
 METHODS = _CONTRACT_MIXERS + ("automix",)
@@ -56,7 +56,7 @@ class ConfigTypeError(TypeError, ValueError):
 
 @dataclass
 class TrainConfig:
-    """Everything ``train(cfg)`` needs. Defaults = the common AutoMix ResNet settings (spec §2).
+    """Everything ``train(cfg)`` needs. Defaults = the common AutoMix ResNet settings (docs/recipes.md).
 
     Args:
         dataset: one of ``DATASETS``.
@@ -76,9 +76,10 @@ class TrainConfig:
         alpha: Beta(alpha, alpha) for the mixing ratio.
         feature_stage: backbone stage fed to the Mix Block, indexed as timm's ``feature_info``
             (0 = stem; ResNet ``layer3`` = 3; ``None`` = the model's default, checked by models.py).
-        ema_momentum, ema_end_momentum, ema_scope_start: momentum-encoder schedule (spec §1.6).
+        ema_momentum, ema_end_momentum, ema_scope_start: momentum-encoder schedule
+            (docs/algorithm.md#momentum-schedule).
         mask_loss_weight, mask_loss_margin, mask_loss_mode, mask_loss_schedule: Mix Block mask loss;
-            schedule ``'upstream'`` reproduces OpenMixup's compounding ImageNet hook (spec §1.4).
+            schedule ``'upstream'`` reproduces OpenMixup's compounding ImageNet hook (docs/algorithm.md#mask-loss).
         lam_margin, lam_concat, reduction, upsample, switch_off, mask_adjust: AutoMix / Mix Block.
         mb_lr, mb_min_lr, mb_momentum: Mix Block optimiser (``None`` = same as the backbone;
             ``mb_min_lr=None`` = follow the main schedule).
@@ -294,7 +295,7 @@ class TrainConfig:
         return self
 
 
-# ---- presets: recipes as data (spec §1.7 and §2) ------------------------------------------
+# ---- presets: recipes as data (docs/recipes.md) ------------------------------------------
 _CIFAR_R18 = dict(  # OpenMixup configs/classification/cifar100/automix/basic/r18_l2_a2_near_L1_01_mlr5e_2.py
     dataset="cifar100", model="resnet18_cifar", method="automix", img_size=32, epochs=400, batch_size=100,
     lr=0.1, min_lr=0.05, weight_decay=1e-4, momentum=0.9, alpha=2.0, ema_momentum=0.999,
@@ -308,7 +309,7 @@ _IMAGENET_R18 = dict(  # OpenMixup configs/classification/imagenet/automix/basic
     dataset="imagenet", model="resnet18", method="automix", img_size=224, epochs=100, batch_size=256,
     lr=0.1, min_lr=0.0, weight_decay=1e-4, momentum=0.9, alpha=2.0, mb_lr=0.1, mb_min_lr=1e-3,
     lam_concat=True, ema_momentum=0.999, ema_end_momentum=0.99999,
-    # "0.1 to 0" cosine hook that compounds every iteration (spec §1.4): reproduced, not fixed.
+    # "0.1 to 0" cosine hook that compounds every iteration (docs/algorithm.md#mask-loss): reproduced, not fixed.
     mask_loss_schedule="upstream", median_last_k=5, workers=8, channels_last=True,
 )
 

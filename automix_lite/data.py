@@ -1,7 +1,8 @@
 """Datasets, transforms and loaders for automix_lite.
 
 AutoMix (Liu, Li et al., ECCV 2022, arXiv:2103.13027) trains on CIFAR-10/100, Tiny-ImageNet and
-ImageNet with the OpenMixup pipelines (spec §2): CIFAR ``RandomCrop(32, padding=4, reflect)`` + flip;
+ImageNet with the OpenMixup pipelines (docs/recipes.md#data-pipelines):
+CIFAR ``RandomCrop(32, padding=4, reflect)`` + flip;
 Tiny-ImageNet ``RandomResizedCrop(64, bicubic)`` + flip, test at 64 px; ImageNet
 ``RandomResizedCrop(224, bicubic)`` + flip, test ``Resize(256)`` + ``CenterCrop(224)``.
 Offline datasets for CPU demos and tests: scikit-learn's bundled ``digits`` (1,797 8x8 images),

@@ -3,7 +3,7 @@
 AutoMix: Liu, Li et al., "AutoMix: Unveiling the Power of Mixup for Stronger Classifiers", ECCV 2022,
 arXiv:2103.13027. OpenMixup (https://github.com/Westlake-AI/openmixup) trains it as ``AutoMixup`` and saves
 mmcv checkpoints ``{"state_dict": ..., "meta": ..., "optimizer": ...}``. The state-dict layout is described in
-``shared/docs/openmixup_checkpoint.md``: ``backbone_q``/``backbone_k`` (online and momentum encoders, with BN
+``docs/checkpoints.md``: ``backbone_q``/``backbone_k`` (online and momentum encoders, with BN
 buffers), ``head_{one,mix}_{q,k}.fc``, ``mix_block.query.conv`` (ONE 1x1 conv shared by query and key) and
 ``mix_block.value``, plus ``backbone.*`` and ``head.*``: aliases of ``backbone_k`` and ``head_one_k`` (the
 same tensors stored twice) that OpenMixup uses for inference. Our ``AutoMix`` uses the same module names, so
@@ -57,7 +57,7 @@ from .automix import AutoMix
 
 __all__ = ["from_openmixup", "to_openmixup", "CheckpointMismatchError", "infer_backbone"]
 
-_LAYOUT_DOC = "shared/docs/openmixup_checkpoint.md"
+_LAYOUT_DOC = "docs/checkpoints.md"
 _MODULES = ("backbone_q", "backbone_k", "head_one_q", "head_mix_q", "head_one_k", "head_mix_k", "mix_block")
 _ALIASES = {"backbone": "backbone_k", "head": "head_one_k"}  # OpenMixup's inference copies of the k-network
 _NORM_NAMES = {"bn": "bn", "ln": "ln"}  # our att_norm -> mmcv ConvModule attribute name

@@ -1,7 +1,7 @@
 """The Mix Block: AutoMix's attention-based mask generator, and its mask losses.
 
 Paper: Liu, Li et al., "AutoMix: Unveiling the Power of Mixup for Stronger Classifiers", ECCV 2022,
-arXiv:2103.13027. Reference implementation: OpenMixup ``PixelMixBlock`` (spec §1.3, §1.4, §1.8).
+arXiv:2103.13027. Reference implementation: OpenMixup ``PixelMixBlock`` (docs/algorithm.md#the-mix-block, #mask-loss).
 
 Given the feature map ``z`` [N, C, h, w] of a batch and a pairing ``perm`` (partner of sample i is
 ``perm[i]``), the block computes for every position of sample i an attention-weighted average of the
@@ -9,16 +9,16 @@ partner's 1-channel *value* map, upsamples it to the image size and squashes it 
 is the per-pixel weight of the **partner**; the sample's own weight is one minus it, so the two channels of
 the output ``[N, 2, H, W]`` always sum to one (channel 0 = own weight, channel 1 = partner weight).
 
-Faithful details (spec §1.3): ONE 1x1 conv ``query.conv`` (C -> C/r) computes both the query (from z) and
-the key (from the partner z[perm]); the value conv (C -> 1) sees the partner only; the softmax runs over the
-partner's positions and is scaled by 1/sqrt(C/r); the attention, upsampling and sigmoid run in float32
-(also under autocast). Without ``lam_concat`` the block never sees λ: its output does not depend on λ and
-only the batch-level mask loss ties the mask area to λ (the CIFAR/Tiny recipes). With ``lam_concat`` a
+Faithful details (docs/algorithm.md#the-mix-block): ONE 1x1 conv ``query.conv`` (C -> C/r) computes both the
+query (from z) and the key (from the partner z[perm]); the value conv (C -> 1) sees the partner only; the
+softmax runs over the partner's positions and is scaled by 1/sqrt(C/r); the attention, upsampling and sigmoid
+run in float32 (also under autocast). Without ``lam_concat`` the block never sees λ: its output does not depend
+on λ and only the batch-level mask loss ties the mask area to λ (the CIFAR/Tiny recipes). With ``lam_concat`` a
 constant λ channel is appended to z and 1-λ to the partner (ImageNet recipes).
 
 Deviations from OpenMixup, on purpose:
 * the upsampling factor is ``out_size / feature size`` (OpenMixup keys it on "image width > 64 px"); the
-  spec recommends this; both agree for every published recipe.
+  size ratio is the general rule; both agree for every published recipe.
 * OpenMixup clamps attention logits at ±1e25 and counts overflows for fp16; here the attention always runs
   in float32, which makes that guard unnecessary. SAMix options (``lam_mul``, value necks, x-concat) and the
   randomly drawn upsampling mode list are not implemented (AutoMix uses a single mode).
@@ -172,7 +172,7 @@ class MixBlock(nn.Module):
 
 
 def mask_loss(mask: torch.Tensor, lam, mode: str = "L1", margin: float = 0.1) -> torch.Tensor:
-    """Mask regulariser of AutoMix (OpenMixup ``PixelMixBlock.mask_loss``, spec §1.4).
+    """Mask regulariser of AutoMix (OpenMixup ``PixelMixBlock.mask_loss``, docs/algorithm.md#mask-loss).
 
     ``mean(m1)`` is the mean of the partner channel over **all pixels and all samples** (one scalar):
     * "L1": max(0, |1 - mean(m1) - λ| - margin) — the batch-average own area stays within margin of λ.

@@ -1,11 +1,12 @@
 """One ``train(cfg)`` for a notebook cell, the CLI and ``torchrun``.
 
 AutoMix (Liu, Li et al., ECCV 2022, arXiv:2103.13027) and every hand-crafted mixer share this loop:
-SGD with the recipes' cosine schedules (spec §1.7: per epoch, the Mix Block optionally on its own cosine),
-AMP on GPUs (bf16 on compute capability >= 8, else fp16 with a GradScaler; off on CPU), evaluation of every
-head each epoch (AutoMix has four, spec §1.10), ``metrics.jsonl`` + ``metrics.json`` with the median top-1 of
-the last k epochs, atomic checkpoints every epoch (last K kept) and on interruption, exact resume, and DDP
-under ``torchrun`` (gloo on CPU, nccl on GPU; detected from ``RANK``/``WORLD_SIZE``).
+SGD with the recipes' cosine schedules (per epoch, the Mix Block optionally on its own cosine:
+docs/recipes.md#optimiser-and-learning-rates), AMP on GPUs (bf16 on compute capability >= 8, else fp16 with a
+GradScaler; off on CPU), evaluation of every head each epoch (AutoMix has four, docs/evaluation.md),
+``metrics.jsonl`` + ``metrics.json`` with the median top-1 of the last k epochs, atomic checkpoints every epoch
+(last K kept) and on interruption, exact resume, and DDP under ``torchrun`` (gloo on CPU, nccl on GPU; detected
+from ``RANK``/``WORLD_SIZE``).
 
 Reliability: a non-finite loss skips the step entirely (no optimizer or EMA update, the BN statistics of that
 forward pass restored) and is counted; ``max_nonfinite`` in a row stop the run with ``NonFiniteLossError`` while
@@ -212,7 +213,7 @@ def _median_last(history: list[dict], key: str, k: int) -> float | None:
 
 def summarize(history: list[dict], heads: Iterable[str], k: int) -> dict[str, Any]:
     """Final per-head top-1, per-head median of the last k epochs, and the best head by that median
-    (OpenMixup's AutoMix summary: the max over heads of the medians, spec §1.10)."""
+    (OpenMixup's AutoMix summary: the max over heads of the medians, docs/evaluation.md)."""
     heads = list(heads)
     final = dict(history[-1]["val"]) if history else {}
     medians = {h: _median_last(history, h, k) for h in heads}

@@ -21,7 +21,7 @@ settings skips the runs already there, so an interrupted benchmark continues whe
 ``accuracy.png`` (bar plot with one dot per seed).
 
 Reported number: the final top-1 (%) of the default inference head (``one_k``, the momentum encoder, for
-AutoMix; the single head otherwise). The tables add the paper's protocol (spec §1.10): the median top-1 of the
+AutoMix; the single head otherwise). The tables add the paper's protocol (docs/evaluation.md): the median top-1 of the
 last k epochs of the best head (for AutoMix the max over its four heads; the single head otherwise). The JSON
 also keeps every AutoMix head.
 

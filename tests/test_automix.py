@@ -1,4 +1,4 @@
-"""AutoMix training step: gradient routing (spec §1.5), λ draws, fallback, momentum schedule and EMA (§1.6)."""
+"""AutoMix training step: gradient routing, λ draws, fallback, momentum schedule and EMA (docs/algorithm.md)."""
 import math
 
 import pytest
@@ -139,7 +139,7 @@ def test_momentum_update_equals_hand_computed_ema_and_skips_bn_buffers():
     name = "conv1.weight"  # (block convs start with zero grads: timm zero-inits the last BN)
     assert not torch.equal(q[name], k_before[name])
     assert torch.allclose(k_after[name], m * k_before[name] + (1 - m) * q[name])
-    assert torch.equal(k_after["bn1.running_mean"], k_before["bn1.running_mean"])  # spec: not averaged
+    assert torch.equal(k_after["bn1.running_mean"], k_before["bn1.running_mean"])  # OpenMixup: not averaged
     both = _model(ema_bn_buffers=True)
     bk = both.backbone_k.bn1.running_mean.clone()
     both.backbone_q.bn1.running_mean.fill_(1.0)
@@ -186,7 +186,7 @@ def test_mask_loss_weight_schedules():
     assert mask_loss_weight_at(500, 1000, 0.1, "constant") == 0.1
     assert math.isclose(mask_loss_weight_at(1000, 1000, 0.1, "cosine"), 0.0, abs_tol=1e-12)
     assert math.isclose(mask_loss_weight_at(500, 1000, 0.1, "cosine"), 0.05)
-    # upstream hook compounds (spec §1.4): 5004 iters/epoch x 100 epochs -> ~0.066 after epoch 1,
+    # upstream hook compounds (docs/algorithm.md#mask-loss): 5004 iters/epoch x 100 epochs -> ~0.066 after epoch 1,
     # ~0.0037 after epoch 2, ~1e-6 after epoch 3, while a true cosine is still ~0.1
     total = 5004 * 100
     assert abs(mask_loss_weight_at(5004, total, 0.1, "upstream") - 0.066) < 0.002

@@ -20,7 +20,7 @@ def test_every_preset_builds_and_validates(name):
 
 
 def test_presets_follow_the_spec_recipes():
-    # spec §1.7 / §2: the properties that distinguish the recipes from each other
+    # docs/recipes.md: the properties that distinguish the recipes from each other
     c100, wrn = TrainConfig.preset("cifar100"), TrainConfig.preset("cifar100_wrn28_8")
     tiny, imnet = TrainConfig.preset("tiny_imagenet"), TrainConfig.preset("imagenet")
     assert c100.min_lr == pytest.approx(c100.lr / 2) and c100.mb_lr is None

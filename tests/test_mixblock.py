@@ -1,4 +1,4 @@
-"""Mix Block: faithful forward maths (spec §1.3) and the mask losses (spec §1.4)."""
+"""Mix Block: faithful forward maths (docs/algorithm.md#the-mix-block) and the mask losses (#mask-loss)."""
 import math
 
 import pytest
