@@ -17,7 +17,7 @@ Papers:
     GridMix      Baek et al., Pattern Recognition 2021
     Spectral residual saliency: Hou & Zhang, CVPR 2007
 
-Differences from OpenMixup (``openmixup/models/augments``):
+Differences from OpenMixup (``openmixup/models/augments``; also in docs/differences.md#in-the-hand-crafted-mixers):
     * One λ is drawn per batch as there, but ``lam`` is reported per sample and is the *realised* mask area for
       every method whose masks differ between samples (cutmix, fmix, saliencymix, smoothmix, gridmix, resizemix).
     * FMix, SmoothMix and GridMix draw one mask per sample (OpenMixup: one per batch).

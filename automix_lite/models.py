@@ -1,8 +1,8 @@
 """Backbones for automix_lite: any timm model, CIFAR-stem variants, and feature-stage taps.
 
 AutoMix (Liu, Li et al., ECCV 2022, arXiv:2103.13027) feeds the Mix Block with the feature map of one
-intermediate stage of the *momentum* encoder (ResNet ``layer3`` in every published recipe). This module
-gives every backbone the same three abilities:
+intermediate stage of the *momentum* encoder (ResNet ``layer3`` in every published recipe;
+docs/algorithm.md#modules). This module gives every backbone the same three abilities:
 
 * ``create_backbone(name)``: a headless network whose ``forward`` returns pooled features ``[N, D]``
   (timm's ``num_classes=0``), with ``num_features`` = D. Classifier heads live outside the backbone, as in
