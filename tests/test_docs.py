@@ -6,6 +6,7 @@
 * Every relative Markdown link (``[text](path#anchor)``) in the tracked ``.md`` files must name an existing
   file inside the repository and, for a ``.md`` target, an existing heading anchor (GitHub's slug rule).
 * Every ``docs/<page>.md#anchor`` cited in a docstring, comment or notebook must exist too.
+* The presets table of ``docs/recipes.md`` states what ``PRESETS`` holds.
 """
 from __future__ import annotations
 
@@ -176,3 +177,39 @@ def test_every_docs_reference_in_code_and_notebooks_resolves():
 def test_the_docs_index_and_the_readme_link_every_page(page):
     assert f"]({page}" in (ROOT / "docs/README.md").read_text(encoding="utf-8")
     assert f"](docs/{page}" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _presets_table() -> dict[str, dict[str, str]]:
+    """Rows of the table under '## Presets' in docs/recipes.md, keyed by preset name, cells by header."""
+    text = (ROOT / "docs/recipes.md").read_text(encoding="utf-8").split("## Presets", 1)[1]
+    rows = [ln for ln in text.split("\n## ", 1)[0].splitlines() if ln.startswith("|")]
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in rows]
+    header, body = cells[0], cells[2:]
+    return {r[0].strip("`"): dict(zip(header, r)) for r in body}
+
+
+def _numbers(cell: str) -> list[float]:
+    return [float(v) for v in re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?:e-?\d+)?", cell.replace("**", ""))]
+
+
+def test_the_recipes_table_matches_the_presets():
+    from automix_lite.config import PRESETS, TrainConfig
+
+    table = _presets_table()
+    assert set(table) == set(PRESETS)
+    for name, row in table.items():
+        cfg = TrainConfig.preset(name)
+        assert _numbers(row["epochs"]) == [cfg.epochs], name
+        assert _numbers(row["global batch"])[0] == cfg.batch_size, name
+        assert _numbers(row["lr → min_lr (online)"]) == [cfg.lr, cfg.min_lr], name
+        assert _numbers(row["wd"]) == [cfg.weight_decay], name
+        assert _numbers(row["EMA m0 → m_end"]) == [cfg.ema_momentum, cfg.ema_end_momentum], name
+        assert row["λ into Mix Block"].strip("*").startswith("yes" if cfg.lam_concat else "no"), name
+        assert f"`{cfg.model}`" in row[next(h for h in row if h.startswith("backbone"))], name
+        mb = row["Mix Block lr → min"]
+        if cfg.mb_lr is not None:
+            assert _numbers(mb)[:2] == [cfg.mb_lr, cfg.mb_min_lr], name
+        elif cfg.mb_momentum is not None:
+            assert _numbers(mb)[:3] == [cfg.lr, cfg.min_lr, cfg.mb_momentum], name
+        else:
+            assert "same" in mb, name
