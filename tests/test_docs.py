@@ -6,10 +6,12 @@
 * Every relative Markdown link (``[text](path#anchor)``) in the tracked ``.md`` files must name an existing
   file inside the repository and, for a ``.md`` target, an existing heading anchor (GitHub's slug rule).
 * Every ``docs/<page>.md#anchor`` cited in a docstring, comment or notebook must exist too.
-* The presets table of ``docs/recipes.md`` states what ``PRESETS`` holds.
+* The presets table of ``docs/recipes.md`` states what ``PRESETS`` holds; the ``metrics.json`` table of
+  ``docs/evaluation.md`` names every key a run writes.
 """
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -213,3 +215,20 @@ def test_the_recipes_table_matches_the_presets():
             assert _numbers(mb)[:3] == [cfg.lr, cfg.min_lr, cfg.mb_momentum], name
         else:
             assert "same" in mb, name
+
+
+def test_the_metrics_json_table_names_every_key_train_writes(tmp_path):
+    from automix_lite import TrainConfig, train
+
+    cfg = TrainConfig.preset("quick", dataset="fake", img_size=16, num_classes=4, train_subset=16, val_subset=8,
+                             model="resnet_tiny_cifar", epochs=1, batch_size=8, workers=0, amp="off",
+                             out=str(tmp_path / "run"), median_last_k=1)
+    metrics = json.loads((train(cfg).out / "metrics.json").read_text())
+    text = (ROOT / "docs/evaluation.md").read_text(encoding="utf-8").split("## metrics.json", 1)[1]
+    rows = [ln.strip("|").split("|") for ln in text.split("\n## ", 1)[0].splitlines() if ln.startswith("| `")]
+    documented = {name for r in rows for name in re.findall(r"`([^`]+)`", r[0])}
+    assert documented == set(metrics)
+    history_cell = next(r[1] for r in rows if "`history`" in r[0])
+    record = metrics["history"][0]
+    for key in [*record, *record["train"], *record["val"], *record["lr"]]:
+        assert f"`{key}`" in history_cell, key
