@@ -224,10 +224,12 @@ class MaskSnapshots:
         mean, std: the dataset normalisation the model is trained with (``DatasetInfo.mean`` / ``.std``).
         lam: λ passed to the Mix Block (used only by ``lam_concat`` models).
         perm: partner of each image (default: the next one, cyclically).
+        path: a file that keeps the masks across sessions: loaded when it exists, rewritten after every
+            record (so a run resumed after a disconnect keeps the snapshots of its earlier epochs).
     """
 
     def __init__(self, images: torch.Tensor, mean: Sequence[float], std: Sequence[float], lam: float = 0.5,
-                 perm: torch.Tensor | None = None):
+                 perm: torch.Tensor | None = None, path=None):
         if images.ndim != 4 or images.shape[0] < 2:
             raise ValueError(f"images must be [N>=2, C, H, W], got {tuple(images.shape)}")
         if len(mean) not in (1, images.shape[1]) or len(std) != len(mean):
@@ -239,12 +241,25 @@ class MaskSnapshots:
         self.lam = float(lam)
         self.perm = torch.roll(torch.arange(images.shape[0]), -1) if perm is None else perm.long().cpu()
         self.masks: dict[int, torch.Tensor] = {}
+        self.path = None if path is None else Path(path)
+        if self.path is not None and self.path.is_file():
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            if not torch.equal(saved["perm"], self.perm) or saved["masks"] and next(
+                    iter(saved["masks"].values())).shape[-2:] != self.images.shape[-2:]:
+                raise ValueError(f"{self.path} holds masks of other pairs or another image size; "
+                                 "use a new path or delete the file")
+            self.masks = dict(saved["masks"])
 
     def record(self, model, epoch: int) -> None:
-        """Store ``model``'s own-weight mask of the pairs under key ``epoch``."""
+        """Store ``model``'s own-weight mask of the pairs under key ``epoch`` (and in ``path``, if given)."""
         dev = next(model.parameters()).device
         mask = model.generate_mask(self.normalized.to(dev), self.lam, self.perm.to(dev))  # [N, 2, H, W]
         self.masks[int(epoch)] = mask[:, :1].float().cpu()
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            torch.save({"perm": self.perm, "masks": self.masks}, tmp)
+            tmp.replace(self.path)  # atomic: a disconnect never leaves a torn file
 
     def on_epoch_end(self, state) -> None:
         if hasattr(state.model, "generate_mask"):

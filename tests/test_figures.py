@@ -75,3 +75,23 @@ def test_plot_curves_vanilla_history_has_no_other_axis(tmp_path):
     assert [ax.get_ylabel() for ax in fig.axes] == ["training loss", "val top-1 (%)"]
     assert (tmp_path / "c.png").stat().st_size > 1000
     plt.close(fig)
+
+
+def test_mask_snapshots_survive_a_new_session_through_their_file(tmp_path):
+    from automix_lite import AutoMix
+    from automix_lite.viz import MaskSnapshots, real_photos
+
+    torch.manual_seed(0)
+    model = AutoMix("resnet_tiny_cifar", 4)
+    photos = real_photos(16)
+    path = tmp_path / "snaps.pt"
+    first = MaskSnapshots(photos, (0.5,), (0.25,), path=path)
+    first.record(model, 1)
+    first.record(model, 2)
+    again = MaskSnapshots(photos, (0.5,), (0.25,), path=path)  # e.g. after a Colab disconnect
+    assert sorted(again.masks) == [1, 2]
+    torch.testing.assert_close(again.masks[2], first.masks[2])
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically
+    with pytest.raises(ValueError, match="other pairs"):
+        MaskSnapshots(photos, (0.5,), (0.25,), perm=torch.tensor([3, 0, 1, 2]), path=path)
+    assert MaskSnapshots(photos, (0.5,), (0.25,)).masks == {}  # no path: nothing loaded
