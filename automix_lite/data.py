@@ -14,11 +14,16 @@ small-data experiments; ``img_size`` other than the native size inserts a ``Resi
 Randomness: subsets and label noise use generators seeded from ``cfg.seed`` (the val subset and the
 digits split use a fixed seed, so every run sees the same evaluation set); per-sample augmentation
 uses torch's default RNG, which the DataLoader seeds per worker from its seeded generator.
+
+With ``cfg.data_on_device`` (``'auto'`` on CUDA when the decoded data fits), ``build_loaders`` returns
+``device_data.DeviceLoader``s instead: the same datasets decoded once onto the training device, the same
+sampler and batches, the pipeline's augmentation applied there per batch (pixel-identical for a given draw).
 """
 from __future__ import annotations
 
 import gzip
 import math
+import os
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -33,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from .config import TrainConfig
 
 __all__ = ["DatasetInfo", "InMemoryImageDataset", "FakeImageDataset", "LabelledView", "build_datasets",
-           "build_loaders", "denormalize", "corrupt_labels", "read_idx", "per_rank_batch_size"]
+           "build_loaders", "default_device", "denormalize", "corrupt_labels", "read_idx", "per_rank_batch_size"]
 
 _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 # name: (native img_size, native channels, classes or None = from the folder, mean, std)
@@ -178,9 +183,9 @@ class InMemoryImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         dy = dx = self.pad
         flip = False
-        if self.augment:
-            dy, dx, flip = torch.randint(0, 2 * self.pad + 1, (3,), generator=self.generator).tolist()
-            flip = self.flip and flip % 2 == 1
+        if self.augment:  # (the third draw is unused: kept so that the digits stream stays as it was)
+            dy, dx, _ = torch.randint(0, 2 * self.pad + 1, (3,), generator=self.generator).tolist()
+            flip = self.flip and bool(torch.rand((), generator=self.generator) < 0.5)  # RandomHorizontalFlip
         x = self.images[i, :, dy:dy + self.img_size, dx:dx + self.img_size]  # [C0, H, W]
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         if flip:
@@ -499,7 +504,35 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.start
 
 
-def build_loaders(cfg: TrainConfig, *, distributed: bool = False, rank: int = 0, world_size: int = 1):
+def default_device(cfg: TrainConfig) -> torch.device:
+    """The device ``train()`` uses for ``cfg.device``: ``'auto'`` = ``cuda:LOCAL_RANK`` when CUDA is available."""
+    if cfg.device != "auto":
+        return torch.device(cfg.device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+
+
+def _device_loaders(cfg: TrainConfig, train_ds: Dataset, val_ds: Dataset, info: DatasetInfo, device: torch.device,
+                    batch: int, train_sampler: Sampler, val_sampler: Sampler | None, generator: torch.Generator):
+    """(train, val) ``DeviceLoader``s when ``cfg.data_on_device`` asks for them and the pipeline has an exact
+    on-device equivalent, else None (``True`` raises instead of falling back)."""
+    from . import device_data as dd
+
+    try:
+        if not dd.wanted(cfg.data_on_device, device, lambda: dd.decoded_nbytes(train_ds) + dd.decoded_nbytes(val_ds)):
+            return None
+        train_data = dd.device_images(train_ds, device, info.in_chans)
+        val_data = dd.device_images(val_ds, device, info.in_chans)
+    except dd.UnsupportedPipeline as e:
+        if cfg.data_on_device is True:
+            raise ValueError(f"data_on_device=True: {e}. Use data_on_device='auto' or False.") from e
+        return None
+    return (dd.DeviceLoader(train_data, batch, sampler=train_sampler, drop_last=True, generator=generator),
+            dd.DeviceLoader(val_data, batch, sampler=val_sampler, drop_last=False))
+
+
+def build_loaders(cfg: TrainConfig, *, distributed: bool = False, rank: int = 0, world_size: int = 1,
+                  device: torch.device | str | None = None):
     """Build ``(train_loader, val_loader, train_sampler_or_None, info)``.
 
     Args:
@@ -510,21 +543,28 @@ def build_loaders(cfg: TrainConfig, *, distributed: bool = False, rank: int = 0,
             when not distributed); the trainer must call ``train_sampler.set_epoch(epoch)`` every epoch. Val is sharded
             without padding (rank r takes r, r+W, ...), so all-reduced correct/total counts are exact.
         rank, world_size: this process's DDP rank and the number of ranks.
+        device: the training device (``None``: ``default_device(cfg)``). With ``cfg.data_on_device`` the loaders
+            are ``device_data.DeviceLoader``s holding the decoded images there (same sampler, same batches,
+            augmentation on the device); otherwise ``DataLoader``s.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
     train_ds, val_ds, info = build_datasets(cfg)
     batch = per_rank_batch_size(cfg.batch_size, world_size if distributed else 1)
-    common = dict(num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
-                  pin_memory=torch.cuda.is_available() and cfg.device != "cpu")
     generator = torch.Generator().manual_seed(cfg.seed)  # shuffle order and worker seeds
     val_sampler = _ShardSampler(len(val_ds), rank, world_size) if distributed else None
     train_sampler = ResumableSampler(train_ds, num_replicas=world_size if distributed else 1,
                                      rank=rank if distributed else 0, seed=cfg.seed)
-    train_loader = DataLoader(train_ds, batch_size=batch, shuffle=False, sampler=train_sampler,
-                              drop_last=True, generator=generator, **common)
-    val_loader = DataLoader(val_ds, batch_size=batch, shuffle=False, sampler=val_sampler, drop_last=False,
-                            **common)
+    device = default_device(cfg) if device is None else torch.device(device)
+    loaders = _device_loaders(cfg, train_ds, val_ds, info, device, batch, train_sampler, val_sampler, generator)
+    if loaders is None:
+        common = dict(num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
+                      pin_memory=torch.cuda.is_available() and cfg.device != "cpu")
+        loaders = (DataLoader(train_ds, batch_size=batch, shuffle=False, sampler=train_sampler, drop_last=True,
+                              generator=generator, **common),
+                   DataLoader(val_ds, batch_size=batch, shuffle=False, sampler=val_sampler, drop_last=False,
+                              **common))
+    train_loader, val_loader = loaders
     if len(train_loader) == 0:
         raise ValueError(f"the train set has {len(train_ds)} samples per rank-share, fewer than one batch of "
                          f"{batch}; lower batch_size or raise train_subset.")

@@ -278,3 +278,15 @@ def test_missing_folders_explain_what_to_do(tmp_path):
     (tmp_path / "val").mkdir()
     with pytest.raises(FileNotFoundError, match="ImageFolder tree"):  # folders present but empty
         build_datasets(quick(dataset="imagenet", data_dir=str(tmp_path)))
+
+
+def test_in_memory_flip_has_probability_one_half():
+    # RandomHorizontalFlip's rate (an odd number of crop offsets once made it 4/9)
+    from automix_lite.data import InMemoryImageDataset
+
+    ramp = torch.arange(32, dtype=torch.float32).view(1, 1, 1, 32).expand(1, 1, 32, 32) / 32  # [1, 1, 32, 32]
+    ds = InMemoryImageDataset(ramp, torch.zeros(1), img_size=32, in_chans=1, mean=(0.0,), std=(1.0,),
+                              augment=True, flip=True, generator=torch.Generator().manual_seed(0))
+    views = [ds[0][0][0, 16] for _ in range(4000)]  # row 16 of each augmented view
+    flips = [bool(v[17] < v[16]) for v in views]
+    assert abs(sum(flips) / 4000 - 0.5) < 4 * (0.25 / 4000) ** 0.5

@@ -1,0 +1,448 @@
+"""Data on the device: decode a dataset once into one tensor on the accelerator, augment it there in batches.
+
+AutoMix (Liu, Li et al., ECCV 2022, arXiv:2103.13027) trains ResNets on CIFAR (50k 32 px images) and
+Tiny-ImageNet (100k 64 px images) with OpenMixup's torchvision pipelines (spec §2). On a GPU the per-image
+PIL pipeline of a ``DataLoader`` caps the step rate (a few thousand images/s with 2 workers), while the whole
+decoded dataset fits in a few hundred MB of device memory. ``DeviceLoader`` holds the images as ``uint8``
+``[N, C, H, W]`` on the device and applies the pipeline's random part to a whole batch at once:
+
+- ``ShiftAugment``: ``RandomCrop(size, padding=p, padding_mode="reflect")`` + ``RandomHorizontalFlip`` (CIFAR,
+  digits, Fashion-MNIST). For the same offsets and flip the crop equals torchvision's **pixel for pixel**
+  (a gather with reflected indices; no padded copy is stored).
+- ``ResizedCropAugment``: ``RandomResizedCrop(size, bicubic)`` + flip (Tiny-ImageNet, a small ImageFolder whose
+  images share one size). The box is drawn with torchvision's algorithm (10 tries, then the central crop), and
+  the resize replays Pillow's two-pass fixed-point bicubic resampling (each pass rounded to 8 bits, in Pillow's
+  pass order) as exact integer arithmetic in float64 matrix products, so for the same box the result equals the
+  PIL pipeline's **pixel for pixel** (``tests/test_device_data.py`` checks both).
+
+Then ``/ 255`` and the pipeline's ``Normalize``, in the same float32 operations as ``ToTensor`` + ``Normalize``.
+The deterministic head of the pipeline (``Grayscale``, ``Resize``, ``CenterCrop``) runs once, at decoding, with
+the same PIL calls as the ``DataLoader`` path.
+
+Randomness: the batch order is the train sampler's (``ResumableSampler``: ``set_epoch`` / ``set_start``, the
+same sample indices in the same batches as the ``DataLoader`` path). At the start of an epoch's iterator one
+64-bit seed is drawn from ``loader.generator`` (as a ``DataLoader`` draws its workers' base seed), and the
+augmentation parameters of the whole epoch are drawn on the CPU from that seed, indexed by position in the
+epoch. A run resumed mid-epoch (generator state restored to the epoch start, ``set_start(k)``) therefore sees
+exactly the batches of the uninterrupted run, and CPU and CUDA runs see the same crops. The per-batch path
+never waits for the device (no ``.item()``, no boolean masks): parameters go to the device once per epoch.
+Deviation: the draws are not the same random stream as torchvision's (which uses torch's global RNG per
+image in each worker); their distribution is the same.
+"""
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["ShiftAugment", "ResizedCropAugment", "DeviceImages", "DeviceLoader", "UnsupportedPipeline",
+           "draw_shift", "draw_resized_crop", "shift_grid", "pil_bicubic_weights", "resize_crops",
+           "device_images", "decoded_nbytes", "wanted"]
+
+_PRECISION_BITS = 22  # Pillow's Resample.c: 32 - 8 - 2
+
+
+class UnsupportedPipeline(ValueError):
+    """The dataset's transform (or layout) has no on-device equivalent; use the DataLoader path."""
+
+
+@dataclass(frozen=True)
+class ShiftAugment:
+    """``RandomCrop(size, padding=pad, padding_mode='reflect')`` then a horizontal flip with probability
+    ``flip_p`` (0 = no flip). The stored images are ``size`` x ``size`` (``None``: whatever they are)."""
+
+    pad: int
+    flip_p: float = 0.5
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class ResizedCropAugment:
+    """``RandomResizedCrop(size, scale, ratio, bicubic)`` then a horizontal flip with probability ``flip_p``."""
+
+    size: int
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+
+
+# ---------------------------------------------------------------- pure maths: draws
+def draw_shift(n: int, pad: int, flip_p: float, generator: torch.Generator) -> torch.Tensor:
+    """``[n, 3]`` long: crop offsets ``dy, dx`` uniform in ``0..2*pad`` and ``flip`` (1 with prob. ``flip_p``);
+    torchvision's ``RandomCrop.get_params`` on the padded image and ``RandomHorizontalFlip``."""
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)  # [n, 2]
+    flip = (torch.rand(n, generator=generator) < flip_p).long()  # [n]
+    return torch.cat([offsets, flip[:, None]], 1)
+
+
+def draw_resized_crop(n: int, height: int, width: int, aug: ResizedCropAugment,
+                      generator: torch.Generator) -> torch.Tensor:
+    """``[n, 5]`` long boxes ``(top, left, h, w, flip)`` with torchvision's ``RandomResizedCrop.get_params``
+    distribution: up to 10 tries of (area fraction ~ U(scale), log aspect ~ U(log ratio)), the first that fits
+    wins, else the central crop with the aspect clamped to ``ratio``. All tries are drawn at once."""
+    tries = 10
+    area = height * width
+    log_r = torch.log(torch.tensor(aug.ratio))  # float32, as torchvision
+    frac = torch.empty(n, tries).uniform_(aug.scale[0], aug.scale[1], generator=generator)  # [n, 10] float32
+    aspect = torch.exp(torch.empty(n, tries).uniform_(float(log_r[0]), float(log_r[1]), generator=generator))
+    target = area * frac.double()  # [n, 10]: torchvision multiplies in Python floats (double)
+    w = torch.round(torch.sqrt(target * aspect.double()))  # round half to even, as Python's round
+    h = torch.round(torch.sqrt(target / aspect.double()))
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)  # [n, 10]
+    first = torch.where(ok, torch.arange(tries).expand(n, tries), tries).min(1).values  # [n]; 10 = none fit
+    found = first < tries
+    pick = first.clamp(max=tries - 1)[:, None]
+    h = h.gather(1, pick)[:, 0].long()
+    w = w.gather(1, pick)[:, 0].long()
+    u = torch.rand(n, 2, generator=generator, dtype=torch.float64)  # offsets uniform in 0..H-h, 0..W-w
+    top = (u[:, 0] * (height - h + 1)).floor().long().clamp(max=height - h)
+    left = (u[:, 1] * (width - w + 1)).floor().long().clamp(max=width - w)
+    fh, fw = _central_box(height, width, aug.ratio)
+    h, w = torch.where(found, h, fh), torch.where(found, w, fw)
+    top = torch.where(found, top, (height - fh) // 2)
+    left = torch.where(found, left, (width - fw) // 2)
+    flip = (torch.rand(n, generator=generator) < aug.flip_p).long()
+    return torch.stack([top, left, h, w, flip], 1)
+
+
+def _central_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
+    """torchvision's fallback: the whole image, its aspect clamped to ``ratio``."""
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        return int(round(width / min(ratio))), width
+    if in_ratio > max(ratio):
+        return height, int(round(height * max(ratio)))
+    return height, width
+
+
+# ---------------------------------------------------------------- pure maths: crops
+def _reflect(r: torch.Tensor, n: int) -> torch.Tensor:
+    """Index into a length-``n`` axis reflect-padded without repeating the edge (``np.pad`` 'reflect')."""
+    r = torch.where(r < 0, -r, r)
+    return torch.where(r > n - 1, 2 * (n - 1) - r, r)
+
+
+def shift_grid(params: torch.Tensor, pad: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column source indices ``[B, size]`` of the crops ``params = [B, 3] (dy, dx, flip)`` from
+    ``size`` x ``size`` images reflect-padded by ``pad`` (flipped crops read their columns backwards)."""
+    ar = torch.arange(size, device=params.device)  # [S]
+    rows = _reflect(params[:, :1] - pad + ar, size)  # [B, S]
+    cols = params[:, 1:2] - pad + torch.where(params[:, 2:3] > 0, size - 1 - ar, ar)
+    return rows, _reflect(cols, size)
+
+
+def _bicubic(x: torch.Tensor) -> torch.Tensor:
+    """Pillow's bicubic kernel (a = -0.5) on float64."""
+    a, x = -0.5, x.abs()
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * a
+    return torch.where(x < 1.0, near, torch.where(x < 2.0, far, torch.zeros_like(x)))
+
+
+def pil_bicubic_weights(start: torch.Tensor, length: torch.Tensor, out_size: int, in_size: int) -> torch.Tensor:
+    """Pillow's fixed-point bicubic coefficients (``precompute_coeffs`` + ``normalize_coeffs_8bpc``) that resize
+    the span ``[start, start + length)`` of an axis of ``in_size`` pixels to ``out_size``; the span is cropped
+    first (torchvision's ``resized_crop`` = ``resize(crop(img))``), so taps stop at its edges.
+
+    Args: start, length: ``[B]`` long. Returns: ``[B, out_size, in_size]`` float64 holding integers
+    (weights scaled by 2**22; zero outside each sample's taps).
+    """
+    dev = start.device
+    scale = length.double()[:, None, None] / out_size  # [B, 1, 1]
+    fscale = scale.clamp(min=1.0)
+    support = 2.0 * fscale
+    center = (torch.arange(out_size, device=dev, dtype=torch.float64)[None, :, None] + 0.5) * scale  # [B, S, 1]
+    xmin = torch.trunc(center - support + 0.5).clamp(min=0)
+    xmax = torch.minimum(torch.trunc(center + support + 0.5), length.double()[:, None, None])
+    p = (torch.arange(in_size, device=dev)[None, None, :] - start[:, None, None]).double()  # crop coordinate
+    taps = (p >= xmin) & (p < xmax)  # [B, S, in]
+    w = torch.where(taps, _bicubic((p - center + 0.5) * (1.0 / fscale)), torch.zeros((), dtype=torch.float64,
+                                                                                       device=dev))
+    total = w.sum(-1, keepdim=True)
+    w = torch.where(total != 0, w / torch.where(total != 0, total, 1.0), w)
+    fixed = w * (1 << _PRECISION_BITS)
+    return torch.where(fixed < 0, torch.trunc(fixed - 0.5), torch.trunc(fixed + 0.5))
+
+
+def _clip8(acc: torch.Tensor) -> torch.Tensor:
+    """Pillow's rounding of a fixed-point accumulator to 0..255 (the 1/2 offset added before)."""
+    return torch.floor((acc + (1 << (_PRECISION_BITS - 1))) / (1 << _PRECISION_BITS)).clamp(0, 255)
+
+
+def _pillow_vertical_first() -> bool:
+    """Pillow >= 13 runs the vertical pass first when the height shrinks by more than twice the width's
+    reduction (python-pillow/Pillow#9549); earlier versions always run the horizontal pass first."""
+    try:
+        import PIL
+    except ImportError:  # pragma: no cover - torchvision depends on Pillow
+        return True
+    return int(PIL.__version__.split(".")[0]) >= 13
+
+
+PILLOW_VERTICAL_FIRST = _pillow_vertical_first()
+
+
+def resize_crops(images: torch.Tensor, boxes: torch.Tensor, size: int,
+                 vertical_first_rule: bool = PILLOW_VERTICAL_FIRST) -> torch.Tensor:
+    """``RandomResizedCrop``'s resize, as Pillow computes it on 8-bit images: crop ``boxes = [B, 5]``
+    ``(top, left, h, w, flip)`` of ``images [B, C, H, W]`` (uint8) and resize to ``size`` x ``size`` with
+    bicubic resampling in two passes, each rounded to 8 bits; flipped boxes come out mirrored. The pass order
+    follows Pillow: horizontal first, except (``vertical_first_rule``, Pillow >= 13) when
+    ``h > size`` and ``h - size > 2 * (w - size)``. Returns ``[B, C, size, size]`` float64 holding 0..255."""
+    _, _, height, width = images.shape
+    wy = pil_bicubic_weights(boxes[:, 0], boxes[:, 2], size, height)[:, None]  # [B, 1, S, H]
+    wx = pil_bicubic_weights(boxes[:, 1], boxes[:, 3], size, width)  # [B, S, W]
+    wx = torch.where(boxes[:, 4, None, None] > 0, wx.flip(1), wx).transpose(1, 2)[:, None]  # [B, 1, W, S]
+    x = images.double()  # integer sums below stay exact in float64 (< 2**53)
+    out = _clip8(torch.matmul(wy, _clip8(torch.matmul(x, wx))))  # horizontal pass first
+    if vertical_first_rule:
+        h, w = boxes[:, 2], boxes[:, 3]
+        vertical = ((h > size) & (h - size > 2 * (w - size)))[:, None, None, None]  # [B, 1, 1, 1]
+        out = torch.where(vertical, _clip8(torch.matmul(_clip8(torch.matmul(wy, x)), wx)), out)
+    return out
+
+
+# ---------------------------------------------------------------- the on-device dataset
+class DeviceImages:
+    """A whole dataset on one device: ``images [N, C0, H, W]`` (uint8 0..255, or float already in the model's
+    value range when ``scale=1``), ``targets [N]`` long, an optional augmentation, and the normalisation.
+
+    ``batch(index, params)`` returns ``[B, in_chans, S, S]`` float32 normalised (grey ``C0=1`` repeated to
+    ``in_chans``), computed exactly as the per-image pipeline would.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, *, mean: Sequence[float],
+                 std: Sequence[float], in_chans: int, augment: ShiftAugment | ResizedCropAugment | None = None,
+                 scale: float = 255.0):
+        if images.dim() != 4 or images.shape[1] not in (1, in_chans):
+            raise ValueError(f"images must be [N, 1 or {in_chans}, H, W], got {tuple(images.shape)}")
+        if isinstance(augment, ShiftAugment) and (images.shape[-1] != images.shape[-2] or images.shape[-1] <= augment.pad
+                                                  or augment.size not in (None, images.shape[-1])):
+            raise UnsupportedPipeline(f"{augment} needs square images of its crop size, larger than the padding; "
+                                      f"got {tuple(images.shape)}")
+        self.images, self.targets = images, torch.as_tensor(targets, dtype=torch.long).to(images.device)
+        self.in_chans, self.augment, self.scale = in_chans, augment, scale
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=images.device).view(-1, 1, 1)  # [C, 1, 1]
+        self.std = torch.tensor(std, dtype=torch.float32, device=images.device).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @property
+    def out_size(self) -> int:
+        aug = self.augment
+        return aug.size if isinstance(aug, ResizedCropAugment) else self.images.shape[-1]
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
+        """The augmentation parameters of ``n`` samples (CPU long tensor), or None without augmentation."""
+        aug = self.augment
+        if isinstance(aug, ShiftAugment):
+            return draw_shift(n, aug.pad, aug.flip_p, generator)
+        if isinstance(aug, ResizedCropAugment):
+            return draw_resized_crop(n, self.images.shape[-2], self.images.shape[-1], aug, generator)
+        return None
+
+    def batch(self, index: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
+        """Images ``index [B]`` (device long) with augmentation ``params [B, 3 or 5]`` -> ``[B, C, S, S]``."""
+        aug = self.augment
+        if isinstance(aug, ShiftAugment):
+            rows, cols = shift_grid(params, aug.pad, self.images.shape[-1])  # [B, S] each
+            ch = torch.arange(self.images.shape[1], device=index.device)
+            x = self.images[index[:, None, None, None], ch[None, :, None, None], rows[:, None, :, None],
+                            cols[:, None, None, :]]  # [B, C0, S, S]: one gather
+        elif isinstance(aug, ResizedCropAugment):
+            x = resize_crops(self.images[index], params, aug.size)  # [B, C0, S, S] integers 0..255
+        else:
+            x = self.images[index]
+        x = x.float()
+        if self.scale != 1.0:
+            x = x / self.scale
+        x = x.expand(-1, self.in_chans, -1, -1)  # [B, C, S, S]
+        return (x - self.mean) / self.std
+
+
+class DeviceLoader:
+    """A ``DataLoader`` stand-in over ``DeviceImages``: yields ``(x [B, C, S, S] float, y [B] long)`` on the
+    data's device, in the sampler's order (``drop_last`` like the train loader when set).
+
+    Attributes used by ``train()``: ``batch_size``, ``sampler`` (``set_epoch`` / ``set_start``),
+    ``generator`` (one seed drawn per epoch iterator; its state at the epoch start is what a checkpoint keeps).
+    """
+
+    def __init__(self, data: DeviceImages, batch_size: int, *, sampler=None, drop_last: bool = False,
+                 generator: torch.Generator | None = None):
+        self.data, self.batch_size, self.sampler, self.drop_last = data, batch_size, sampler, drop_last
+        self.generator = generator
+        self.dataset = data
+
+    def _order(self) -> tuple[list[int], int]:
+        """(this epoch's remaining indices, their first position in the full epoch)."""
+        if self.sampler is None:
+            return list(range(len(self.data))), 0
+        return list(self.sampler), int(getattr(self.sampler, "start", 0))
+
+    def __len__(self) -> int:
+        n = len(self.sampler) if self.sampler is not None else len(self.data)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order, start = self._order()
+        params = None
+        if self.data.augment is not None:
+            gen = self.generator if self.generator is not None else torch.default_generator
+            seed = int(torch.empty((), dtype=torch.int64).random_(generator=gen))  # CPU: no device sync
+            full = getattr(self.sampler, "num_samples", start + len(order))
+            params = self.data.draw(full, torch.Generator().manual_seed(seed))[start:start + len(order)]
+            params = params.to(self.data.device, non_blocking=True)  # once per epoch
+        index = torch.tensor(order, dtype=torch.long).to(self.data.device, non_blocking=True)
+        for b in range(len(self)):
+            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            idx = index[sl]
+            yield self.data.batch(idx, None if params is None else params[sl]), self.data.targets[idx]
+
+
+# ---------------------------------------------------------------- decoding a dataset built by data.py
+FIT_FRACTION = 0.25  # data_on_device="auto": at most this share of the free device memory
+
+
+def wanted(setting: str | bool, device: torch.device, nbytes: Callable[[], int]) -> bool:
+    """``TrainConfig.data_on_device`` resolved: True / False as given; ``'auto'`` = on for CUDA when the decoded
+    data (``nbytes()``) takes under ``FIT_FRACTION`` of the free device memory."""
+    if setting is True or setting is False:
+        return setting
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes() < FIT_FRACTION * free
+
+
+def _plan(transform) -> tuple[list[Callable], ShiftAugment | ResizedCropAugment | None, tuple, tuple]:
+    """Split a torchvision ``Compose`` into (deterministic PIL head, random augmentation, mean, std)."""
+    from torchvision import transforms as T
+
+    head: list[Callable] = []
+    aug, flip_p, mean, std, seen_random = None, 0.0, None, None, False
+    for t in getattr(transform, "transforms", [transform]):
+        if isinstance(t, (T.Grayscale, T.Resize, T.CenterCrop)) and not seen_random:
+            head.append(t)
+        elif isinstance(t, T.RandomCrop) and aug is None and t.padding_mode == "reflect" and not t.pad_if_needed \
+                and isinstance(t.padding, int) and t.size[0] == t.size[1]:
+            aug, seen_random = ShiftAugment(pad=t.padding, size=t.size[0]), True
+        elif isinstance(t, T.RandomResizedCrop) and aug is None and t.size[0] == t.size[1] \
+                and t.interpolation == T.InterpolationMode.BICUBIC:
+            aug, seen_random = ResizedCropAugment(size=t.size[0], scale=tuple(t.scale), ratio=tuple(t.ratio)), True
+        elif isinstance(t, T.RandomHorizontalFlip) and aug is not None:
+            flip_p = float(t.p)
+        elif isinstance(t, T.ToTensor):
+            pass
+        elif isinstance(t, T.Normalize):
+            mean, std = tuple(t.mean), tuple(t.std)
+        else:
+            raise UnsupportedPipeline(f"no on-device equivalent of the transform {t!r}")
+    if mean is None:
+        raise UnsupportedPipeline("the pipeline has no Normalize")
+    if aug is not None:
+        aug = type(aug)(**{**aug.__dict__, "flip_p": flip_p})
+    return head, aug, mean, std
+
+
+def _pil_to_chw(img) -> np.ndarray:
+    a = np.asarray(img, dtype=np.uint8)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # [C, H, W]
+
+
+def _decode_all(load: Callable[[int], object], n: int, head: list[Callable]) -> torch.Tensor:
+    """Decode items ``0..n-1`` (``load(i)`` -> PIL image) through ``head`` into one ``[n, C, H, W]`` uint8
+    tensor, on threads (PIL releases the GIL while decoding and resampling)."""
+    def one(i: int) -> np.ndarray:
+        img = load(i)
+        for t in head:
+            img = t(img)
+        return _pil_to_chw(img)
+
+    first = one(0)
+    out = np.empty((n, *first.shape), dtype=np.uint8)
+    out[0] = first
+
+    def put(i: int) -> None:
+        a = one(i)
+        if a.shape != first.shape:
+            raise UnsupportedPipeline(f"images of different sizes after {head or 'decoding'}: item {i} is "
+                                      f"{a.shape}, item 0 is {first.shape}; on-device data needs one size")
+        out[i] = a
+
+    with ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
+        list(pool.map(put, range(1, n), chunksize=256))
+    return torch.from_numpy(out)
+
+
+def _source(ds) -> tuple[Callable[[int], object] | None, int, object]:
+    """(PIL loader of item i, number of items, transform) of a torchvision-style dataset, or None loader."""
+    from PIL import Image
+
+    if hasattr(ds, "samples") and hasattr(ds, "loader"):  # ImageFolder, data._FileListDataset
+        return (lambda i: ds.loader(ds.samples[i][0])), len(ds.samples), ds.transform
+    if isinstance(getattr(ds, "data", None), np.ndarray) and ds.data.ndim == 4:  # torchvision CIFAR10/100
+        return (lambda i: Image.fromarray(ds.data[i])), len(ds.data), ds.transform
+    return None, len(ds), getattr(ds, "transform", None)
+
+
+def device_images(ds, device: torch.device | str, in_chans: int) -> DeviceImages:
+    """A ``DeviceImages`` equal, item for item, to ``ds`` (a dataset built by ``data.build_datasets``).
+
+    Raises ``UnsupportedPipeline`` when ``ds``'s pipeline has no exact on-device equivalent.
+    """
+    from .data import FakeImageDataset, InMemoryImageDataset, LabelledView
+
+    if isinstance(ds, LabelledView):
+        base = device_images(ds.base, "cpu", in_chans)
+        idx = torch.as_tensor(ds.indices, dtype=torch.long)
+        return DeviceImages(base.images[idx].to(device), ds.targets, mean=base.mean.flatten().tolist(),
+                            std=base.std.flatten().tolist(), in_chans=in_chans, augment=base.augment,
+                            scale=base.scale)
+    if isinstance(ds, InMemoryImageDataset):  # stored reflect-padded: keep the core, pad by index
+        p = ds.pad
+        core = ds.images[..., p:ds.images.shape[-2] - p, p:ds.images.shape[-1] - p] if p else ds.images
+        scale = 255.0 if core.dtype == torch.uint8 else 1.0
+        aug = ShiftAugment(pad=p, flip_p=0.5 if ds.flip else 0.0) if ds.augment else None
+        return DeviceImages(core.to(device), ds.targets, mean=ds.mean.flatten().tolist(),
+                            std=ds.std.flatten().tolist(), in_chans=in_chans, augment=aug, scale=scale)
+    if isinstance(ds, FakeImageDataset):  # deterministic and already normalised
+        x = torch.stack([ds[i][0] for i in range(len(ds))])  # [N, C, H, W]
+        return DeviceImages(x.to(device), ds.targets, mean=(0.0,) * in_chans, std=(1.0,) * in_chans,
+                            in_chans=in_chans, scale=1.0)
+    load, n, transform = _source(ds)
+    if load is None or transform is None:
+        raise UnsupportedPipeline(f"{type(ds).__name__} cannot be decoded onto the device")
+    head, aug, mean, std = _plan(transform)
+    x = _decode_all(load, n, head)
+    return DeviceImages(x.to(device), ds.targets, mean=mean, std=std, in_chans=in_chans, augment=aug)
+
+
+def decoded_nbytes(ds) -> int:
+    """Bytes the decoded ``ds`` would take on the device (read from its first item; no full decode)."""
+    from .data import FakeImageDataset, InMemoryImageDataset, LabelledView
+
+    if isinstance(ds, LabelledView):
+        return decoded_nbytes(ds.base) * len(ds) // max(len(ds.base), 1)
+    if isinstance(ds, InMemoryImageDataset):
+        return ds.images.element_size() * ds.images.numel()
+    if isinstance(ds, FakeImageDataset):
+        return 4 * len(ds) * ds[0][0].numel()
+    load, n, transform = _source(ds)
+    if load is None or transform is None:
+        raise UnsupportedPipeline(f"{type(ds).__name__} cannot be decoded onto the device")
+    head, _, _, _ = _plan(transform)
+    img = load(0)
+    for t in head:
+        img = t(img)
+    return n * _pil_to_chw(img).size
