@@ -1,7 +1,7 @@
 """Data on the device: decode a dataset once into one tensor on the accelerator, augment it there in batches.
 
 AutoMix (Liu, Li et al., ECCV 2022, arXiv:2103.13027) trains ResNets on CIFAR (50k 32 px images) and
-Tiny-ImageNet (100k 64 px images) with OpenMixup's torchvision pipelines (spec §2). On a GPU the per-image
+Tiny-ImageNet (100k 64 px images) with OpenMixup's torchvision pipelines. On a GPU the per-image
 PIL pipeline of a ``DataLoader`` caps the step rate (a few thousand images/s with 2 workers), while the whole
 decoded dataset fits in a few hundred MB of device memory. ``DeviceLoader`` holds the images as ``uint8``
 ``[N, C, H, W]`` on the device and applies the pipeline's random part to a whole batch at once:
