@@ -360,8 +360,8 @@ def _pil_to_chw(img) -> np.ndarray:
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # [C, H, W]
 
 
-def _decode_all(load: Callable[[int], object], n: int, head: list[Callable]) -> torch.Tensor:
-    """Decode items ``0..n-1`` (``load(i)`` -> PIL image) through ``head`` into one ``[n, C, H, W]`` uint8
+def _decode_all(load: Callable[[int], object], indices: Sequence[int], head: list[Callable]) -> torch.Tensor:
+    """Decode items ``indices`` (``load(i)`` -> PIL image) through ``head`` into one ``[n, C, H, W]`` uint8
     tensor, on threads (PIL releases the GIL while decoding and resampling)."""
     def one(i: int) -> np.ndarray:
         img = load(i)
@@ -369,19 +369,19 @@ def _decode_all(load: Callable[[int], object], n: int, head: list[Callable]) -> 
             img = t(img)
         return _pil_to_chw(img)
 
-    first = one(0)
-    out = np.empty((n, *first.shape), dtype=np.uint8)
+    first = one(indices[0])
+    out = np.empty((len(indices), *first.shape), dtype=np.uint8)
     out[0] = first
 
-    def put(i: int) -> None:
-        a = one(i)
+    def put(k: int) -> None:
+        a = one(indices[k])
         if a.shape != first.shape:
-            raise UnsupportedPipeline(f"images of different sizes after {head or 'decoding'}: item {i} is "
-                                      f"{a.shape}, item 0 is {first.shape}; on-device data needs one size")
-        out[i] = a
+            raise UnsupportedPipeline(f"images of different sizes after {head or 'decoding'}: item {indices[k]} is "
+                                      f"{a.shape}, item {indices[0]} is {first.shape}; on-device data needs one size")
+        out[k] = a
 
     with ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
-        list(pool.map(put, range(1, n), chunksize=256))
+        list(pool.map(put, range(1, len(indices)), chunksize=256))
     return torch.from_numpy(out)
 
 
@@ -396,36 +396,40 @@ def _source(ds) -> tuple[Callable[[int], object] | None, int, object]:
     return None, len(ds), getattr(ds, "transform", None)
 
 
-def device_images(ds, device: torch.device | str, in_chans: int) -> DeviceImages:
-    """A ``DeviceImages`` equal, item for item, to ``ds`` (a dataset built by ``data.build_datasets``).
+def device_images(ds, device: torch.device | str, in_chans: int, indices: Sequence[int] | None = None
+                  ) -> DeviceImages:
+    """A ``DeviceImages`` equal, item for item, to ``ds`` (a dataset built by ``data.build_datasets``), or to
+    its items ``indices`` (then with ``ds``'s targets at those indices). Only those items are decoded.
 
     Raises ``UnsupportedPipeline`` when ``ds``'s pipeline has no exact on-device equivalent.
     """
     from .data import FakeImageDataset, InMemoryImageDataset, LabelledView
 
-    if isinstance(ds, LabelledView):
-        base = device_images(ds.base, "cpu", in_chans)
-        idx = torch.as_tensor(ds.indices, dtype=torch.long)
-        return DeviceImages(base.images[idx].to(device), ds.targets, mean=base.mean.flatten().tolist(),
-                            std=base.std.flatten().tolist(), in_chans=in_chans, augment=base.augment,
-                            scale=base.scale)
+    if isinstance(ds, LabelledView):  # a subset and/or noisy labels: the base's items, the view's labels
+        if indices is not None:
+            raise ValueError("device_images: a LabelledView takes no indices")
+        data = device_images(ds.base, device, in_chans, indices=ds.indices)
+        data.targets = torch.as_tensor(ds.targets, dtype=torch.long).to(data.device)
+        return data
+    idx = list(range(len(ds))) if indices is None else list(indices)
+    targets = torch.as_tensor(ds.targets, dtype=torch.long)[torch.as_tensor(idx, dtype=torch.long)]
     if isinstance(ds, InMemoryImageDataset):  # stored reflect-padded: keep the core, pad by index
         p = ds.pad
-        core = ds.images[..., p:ds.images.shape[-2] - p, p:ds.images.shape[-1] - p] if p else ds.images
+        core = ds.images[idx, :, p:ds.images.shape[-2] - p, p:ds.images.shape[-1] - p] if p else ds.images[idx]
         scale = 255.0 if core.dtype == torch.uint8 else 1.0
         aug = ShiftAugment(pad=p, flip_p=0.5 if ds.flip else 0.0) if ds.augment else None
-        return DeviceImages(core.to(device), ds.targets, mean=ds.mean.flatten().tolist(),
+        return DeviceImages(core.to(device), targets, mean=ds.mean.flatten().tolist(),
                             std=ds.std.flatten().tolist(), in_chans=in_chans, augment=aug, scale=scale)
     if isinstance(ds, FakeImageDataset):  # deterministic and already normalised
-        x = torch.stack([ds[i][0] for i in range(len(ds))])  # [N, C, H, W]
-        return DeviceImages(x.to(device), ds.targets, mean=(0.0,) * in_chans, std=(1.0,) * in_chans,
+        x = torch.stack([ds[i][0] for i in idx])  # [N, C, H, W]
+        return DeviceImages(x.to(device), targets, mean=(0.0,) * in_chans, std=(1.0,) * in_chans,
                             in_chans=in_chans, scale=1.0)
-    load, n, transform = _source(ds)
+    load, _, transform = _source(ds)
     if load is None or transform is None:
         raise UnsupportedPipeline(f"{type(ds).__name__} cannot be decoded onto the device")
     head, aug, mean, std = _plan(transform)
-    x = _decode_all(load, n, head)
-    return DeviceImages(x.to(device), ds.targets, mean=mean, std=std, in_chans=in_chans, augment=aug)
+    x = _decode_all(load, idx, head)
+    return DeviceImages(x.to(device), targets, mean=mean, std=std, in_chans=in_chans, augment=aug)
 
 
 def decoded_nbytes(ds) -> int:

@@ -106,6 +106,8 @@ class Runner:
     times: list[float] = field(default_factory=list)
     mix_times: list[float] = field(default_factory=list)
     peak_mem: int = 0
+    model: torch.nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
 
 
 def _sync(device: torch.device) -> None:
@@ -120,7 +122,8 @@ def _amp_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def make_runner(name: str, model_name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
-                device: torch.device, seed: int, total_steps: int) -> Runner:
+                device: torch.device, seed: int, total_steps: int, *, time_mix: bool = True,
+                channels_last: bool = False, automix_kwargs: dict | None = None) -> Runner:
     """Build the model/optimizer for ``name`` and a closure running one full training step.
 
     Args:
@@ -131,15 +134,24 @@ def make_runner(name: str, model_name: str, x: torch.Tensor, y: torch.Tensor, nu
         device: where to run.
         seed: model initialisation and mixing seed.
         total_steps: horizon for AutoMix's momentum schedule.
+        time_mix: time the mixing call alone (synchronises the device around it; ``False`` on GPUs for
+            whole-step timings without extra synchronisations, ``mix_ms`` is then 0).
+        channels_last: model and batch in channels-last memory format.
+        automix_kwargs: extra ``AutoMix(...)`` arguments (e.g. ``online_pass="fused"``).
     """
     torch.manual_seed(seed)
     amp = _amp_dtype(device)
+    sync = _sync if time_mix else (lambda d: None)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     if name == "automix":
-        model = AutoMix(model_name, num_classes).to(device)
+        model = AutoMix(model_name, num_classes, **(automix_kwargs or {})).to(device)
         params = model.online_parameters() + model.mix_block_parameters()
     else:
         model = Classifier(model_name, num_classes).to(device)
         params = list(model.parameters())
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
@@ -157,17 +169,17 @@ def make_runner(name: str, model_name: str, x: torch.Tensor, y: torch.Tensor, nu
             elif name == "vanilla":
                 loss = F.cross_entropy(model(x).float(), y)
             elif mixer is not None:  # peer library: soft targets
-                _sync(device)
+                sync(device)
                 t0 = time.perf_counter()
                 xm, soft = mixer(x, y)
-                _sync(device)
+                sync(device)
                 t_mix = time.perf_counter() - t0
                 loss = torch.sum(-soft * F.log_softmax(model(xm).float(), dim=-1), dim=-1).mean()
             else:
-                _sync(device)
+                sync(device)
                 t0 = time.perf_counter()
                 out = mix(x, y, name, alpha=1.0, generator=gen)
-                _sync(device)
+                sync(device)
                 t_mix = time.perf_counter() - t0
                 logits = manifold_forward(model, x, out) if name == "manifoldmix" else model(out.images)
                 loss = mix_loss(logits, out)
@@ -176,9 +188,9 @@ def make_runner(name: str, model_name: str, x: torch.Tensor, y: torch.Tensor, nu
         scaler.update()
         if name == "automix":
             model.momentum_update(i, total_steps)
-        return t_mix
+        return t_mix if time_mix else 0.0
 
-    return Runner(name, step)
+    return Runner(name, step, model=model, optimizer=opt)
 
 
 def _peer_mixer(name: str, num_classes: int) -> Callable:

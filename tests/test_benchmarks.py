@@ -95,3 +95,48 @@ def test_accuracy_smoke(tmp_path):
     res2 = accuracy.main(args)
     assert len((out / "accuracy_runs.jsonl").read_text().splitlines()) == 4
     assert res2["summary"]["digits"]["mixup"]["values"] == summ["mixup"]["values"]
+
+
+def test_gpu_quick_cpu_all_sections_and_resumable_accuracy(tmp_path):
+    gpu = _load("gpu")
+    common = ["--device", "cpu", "--quick", "--out", str(tmp_path / "res"), "--cache", str(tmp_path / "cache")]
+    res = gpu.main(common + ["--sections", "step", "train"])
+    _check_provenance(res["provenance"])
+    assert len(res["provenance"]["git"]["commit"] or "0" * 40) == 40
+    rows = res["sections"]["step"]["rows"]
+    assert [r["method"] for r in rows] == ["vanilla", "mixup", "cutmix", "automix"]
+    for r in rows:
+        assert r["eager"]["ms"] > 0 and r["eager"]["img_s"] > 0 and r["eager"]["ratio"] > 0
+        assert "CUDA" in r["graph"]["na"]  # no CUDA graph on the CPU: reported, not failed
+        assert "ms" in r["fused"] or r["fused"]["na"]
+    assert rows[0]["eager"]["ratio"] == pytest.approx(1.0)
+    runs = res["sections"]["train"]["runs"]
+    assert {(r["method"], r["variant"]) for r in runs} >= {("vanilla", "dataloader"), ("vanilla", "device"),
+                                                           ("automix", "dataloader"), ("automix", "device")}
+    assert all(r["img_s_last_epoch"] > 0 and r["steps_per_epoch"] == 4 for r in runs)
+
+    # accuracy: the first invocation pauses every run mid-epoch (a resumable checkpoint), the second finishes them
+    first = gpu.main(common + ["--sections", "accuracy", "--stop-after-steps", "3"])
+    status = first["sections"]["accuracy"]["status"]
+    assert [s["state"] for s in status.values()] == ["paused"] * 3 and "summary" not in first["sections"]["accuracy"]
+    for s in status.values():
+        assert list(Path(s["out"]).glob("checkpoint-interrupt-*.pt"))
+    second = gpu.main(common + ["--sections", "accuracy"])
+    acc = second["sections"]["accuracy"]
+    assert all(s["state"] == "done" and s["epochs"] == 2 for s in acc["status"].values())
+    assert set(acc["summary"]) == {"vanilla", "mixup", "automix"}
+    assert set(acc["summary"]["automix"]["median_last_k"]) == {"one_k", "mix_k", "one_q", "mix_q"}
+    on_disk = json.loads((tmp_path / "res" / "gpu_cpu_quick.json").read_text())
+    assert set(on_disk["sections"]) == {"step", "train", "accuracy"}  # earlier sections kept
+    md = (tmp_path / "res" / "gpu_cpu_quick.md").read_text()
+    assert "| automix | one_q" in md and "Command:" in md and "n/a" in md
+
+
+def test_gpu_budget_spent_skips_cleanly(tmp_path):
+    gpu = _load("gpu")
+    res = gpu.main(["--device", "cpu", "--quick", "--budget-s", "0", "--out", str(tmp_path / "res"),
+                    "--cache", str(tmp_path / "cache")])
+    assert all("budget" in r[p]["na"] for r in res["sections"]["step"]["rows"] for p in gpu.PATHS)
+    assert all("budget" in r["na"] for r in res["sections"]["train"]["runs"])
+    assert {s["state"] for s in res["sections"]["accuracy"]["status"].values()} == {"pending"}
+    assert "Not finished yet" in (tmp_path / "res" / "gpu_cpu_quick.md").read_text()
