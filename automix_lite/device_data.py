@@ -256,9 +256,9 @@ class DeviceImages:
         aug = self.augment
         if isinstance(aug, ShiftAugment):
             rows, cols = shift_grid(params, aug.pad, self.images.shape[-1])  # [B, S] each
-            ch = torch.arange(self.images.shape[1], device=index.device)
-            x = self.images[index[:, None, None, None], ch[None, :, None, None], rows[:, None, :, None],
-                            cols[:, None, None, :]]  # [B, C0, S, S]: one gather
+            x = self.images[index]  # [B, C0, S, S]
+            x = x.gather(2, rows[:, None, :, None].expand(x.shape))  # rows, then columns (flipped ones reversed)
+            x = x.gather(3, cols[:, None, None, :].expand(x.shape))
         elif isinstance(aug, ResizedCropAugment):
             x = resize_crops(self.images[index], params, aug.size)  # [B, C0, S, S] integers 0..255
         else:
@@ -380,8 +380,11 @@ def _decode_all(load: Callable[[int], object], indices: Sequence[int], head: lis
                                       f"{a.shape}, item {indices[0]} is {first.shape}; on-device data needs one size")
         out[k] = a
 
-    with ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
-        list(pool.map(put, range(1, len(indices)), chunksize=256))
+    pool = ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1))
+    try:
+        list(pool.map(put, range(1, len(indices))))
+    finally:  # on a size mismatch, do not decode the rest
+        pool.shutdown(wait=True, cancel_futures=True)
     return torch.from_numpy(out)
 
 
