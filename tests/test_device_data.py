@@ -357,3 +357,43 @@ def test_train_with_data_on_device_runs_and_resumes_mid_epoch_exactly(tmp_path, 
     assert sorted(got) == sorted(ref.rows)
     for step, row in ref.rows.items():
         assert row["loss"] == pytest.approx(got[step]["loss"], abs=1e-6), step
+
+
+class _TorchvisionCifarLike(torch.utils.data.Dataset):
+    """What torchvision's CIFAR10/100 hold: ``data`` [N, 32, 32, 3] uint8, ``targets``, a PIL ``transform``."""
+
+    def __init__(self, data: np.ndarray, targets: list[int], transform):
+        self.data, self.targets, self.transform = data, targets, transform
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(self.data[i])), self.targets[i]
+
+
+@pytest.mark.parametrize("img_size,chans", [(32, 3), (40, 3), (32, 1)])
+def test_torchvision_cifar_layout_with_resize_and_grey_heads(img_size, chans):
+    from automix_lite.data import _transforms
+
+    mean, std = CIFAR_STATS if chans == 3 else ((0.48,), (0.24,))
+    tf_train, tf_test = _transforms("cifar", img_size, chans, mean, std)
+    raw = _smooth_images(10, 3, 32, 32, seed=7).permute(0, 2, 3, 1).numpy()  # [N, 32, 32, 3]
+    val = _TorchvisionCifarLike(raw, list(range(10)), tf_test)
+    data = dd.device_images(val, "cpu", chans)
+    x = data.batch(torch.arange(10), None)
+    assert torch.equal(x, torch.stack([val[i][0] for i in range(10)]))  # Resize / Grayscale at decoding
+    train = _TorchvisionCifarLike(raw, list(range(10)), tf_train)
+    tdata = dd.device_images(train, "cpu", chans)
+    pad = img_size // 8
+    assert tdata.augment == dd.ShiftAugment(pad=pad, flip_p=0.5, size=img_size)
+    params = dd.draw_shift(10, pad, 0.5, torch.Generator().manual_seed(1))
+    got = tdata.batch(torch.arange(10), params)
+    for k in range(10):
+        img = Image.fromarray(raw[k])
+        for t in tf_train.transforms[:-4]:  # the deterministic head (Grayscale, Resize)
+            img = t(img)
+        dy, dx, flip = params[k].tolist()
+        img = TF.crop(TF.pad(img, pad, padding_mode="reflect"), dy, dx, img_size, img_size)
+        img = TF.hflip(img) if flip else img
+        assert torch.equal(got[k], _to_tensor_normalised(img, mean, std)), k
