@@ -3,7 +3,7 @@
 AutoMix: Liu, Li et al., "AutoMix: Unveiling the Power of Mixup for Stronger Classifiers", ECCV 2022,
 arXiv:2103.13027. Everything goes through the library's public API (``AutoMix``, ``mix``, ``train``).
 
-Sections (``--sections``, default all three, each skipped with a note when ``--budget-s`` runs out):
+Sections (``--sections``, default all four, each skipped with a note when ``--budget-s`` runs out):
 
 * ``step`` -- one training step (forward, loss, backward, SGD step; AutoMix also its momentum update) on a fixed
   random batch, 100 classes, for vanilla / MixUp / CutMix / AutoMix: ``resnet18_cifar`` at batch 100, 128, 256
@@ -13,6 +13,8 @@ Sections (``--sections``, default all three, each skipped with a note when ``--b
   ``eager`` (AutoMix's two online passes run separately where ``online_pass`` exists), ``fused`` (AutoMix
   ``online_pass="fused"``) and ``graph`` (the CUDA-graph step of ``automix_lite.graphed``); a path the checked-out
   library lacks is reported as ``n/a`` with the reason.
+* ``loader`` -- the train loader alone (``cifar10`` preset, batch 100): the ``DataLoader`` pipeline with
+  ``--workers`` vs the data on the device, images/s over ``--loader-s`` seconds, decoding time apart.
 * ``train`` -- ``train()`` with the ``cifar10`` preset on the CIFAR-10 JPEG folder, vanilla and AutoMix, with the
   ``DataLoader`` pipeline (``--workers``) and with the data on the device; images/s of each epoch's training
   time (evaluation excluded) and the wall time including decoding.
@@ -267,6 +269,48 @@ def cifar_config(args, dev: torch.device, data_dir: Path, **kw) -> TrainConfig:
     return TrainConfig.preset("cifar10", **{**base, **kw})
 
 
+# ----------------------------------------------------------------------------- (b0) the loader alone
+def loader_section(args, budget: Budget, dev: torch.device, data_dir: Path, log) -> dict:
+    """Images/s of the train loader alone (augmented, normalised batches on the device), ``cifar10`` preset:
+    the DataLoader pipeline with ``--workers`` vs the data on the device (decoding time reported apart)."""
+    from automix_lite.data import build_loaders
+
+    runs = []
+    for name, on_device in (("dataloader", False), ("device", True)):
+        if budget.left() < args.reserve_s + (2 if args.quick else 30):
+            runs.append({"variant": name, "na": "skipped: time budget spent"})
+            continue
+        cfg = cifar_config(args, dev, data_dir, data_on_device=on_device)
+        t0 = time.time()
+        loader, _, sampler, _ = build_loaders(cfg, device=dev)
+        build_s = time.time() - t0
+        sampler.set_epoch(0)
+        batches = iter(loader)
+        next(batches)  # worker start-up / the epoch's index and parameter transfer
+        n, t0 = 0, time.perf_counter()
+        for x, _ in batches:
+            x = x.to(dev, non_blocking=True)
+            n += x.shape[0]
+            if time.perf_counter() - t0 > args.loader_s:
+                break
+        _sync(dev)
+        dt = time.perf_counter() - t0
+        runs.append({"variant": name, "img_s": n / dt if n else 0.0, "images": n, "build_s": build_s,
+                     "workers": cfg.workers, "batch_size": cfg.batch_size})
+        log(f"[loader] {name:10s} {runs[-1]['img_s']:9.0f} img/s  (build/decode {build_s:.1f} s)")
+        del loader, batches
+        _free(dev)
+    return {"runs": runs}
+
+
+def loader_markdown(sec: dict) -> str:
+    lines = ["| data | img/s | workers | build / decode (s) |", "|---|---:|---:|---:|"]
+    for r in sec["runs"]:
+        lines.append(f"| {r['variant']} | n/a ({r['na']}) | | |" if "na" in r else
+                     f"| {r['variant']} | {r['img_s']:,.0f} | {r['workers']} | {r['build_s']:.1f} |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- (b) train() throughput
 def graph_field() -> str | None:
     """A boolean ``TrainConfig`` switch for the CUDA-graph step, if this commit has one."""
@@ -387,7 +431,8 @@ def accuracy_markdown(sec: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- results and CLI
-SECTIONS = {"step": ("Step time", step_markdown), "train": ("train() throughput on CIFAR-10", train_markdown),
+SECTIONS = {"step": ("Step time", step_markdown), "loader": ("The train loader alone, CIFAR-10", loader_markdown),
+            "train": ("train() throughput on CIFAR-10", train_markdown),
             "accuracy": ("Accuracy, CIFAR-10, cifar10 preset", accuracy_markdown)}
 
 
@@ -423,6 +468,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="every section tiny (smoke test, CPU, < 1 minute)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per (config, method, path) (default 30)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps before them (default 5)")
+    p.add_argument("--loader-s", type=float, default=None, help="seconds of batches per loader (default 10)")
     p.add_argument("--train-epochs", type=int, default=None, help="epochs of each throughput run (default 2)")
     p.add_argument("--acc-epochs", type=int, default=None, help="epochs of each accuracy run (default 200)")
     p.add_argument("--stop-after-steps", type=int, default=None,
@@ -436,7 +482,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = p.parse_args(argv)
     q = args.quick
-    defaults = dict(reserve_s=1.0 if q else 30.0, steps=2 if q else 30, warmup=1 if q else 5,
+    defaults = dict(reserve_s=1.0 if q else 30.0, steps=2 if q else 30, loader_s=0.5 if q else 10.0, warmup=1 if q else 5,
                     train_epochs=1 if q else 2, acc_epochs=2 if q else 200,
                     workers=0 if q else min(8, os.cpu_count() or 1),
                     runs_dir=str(Path(args.cache) / ("gpu_runs_quick" if q else "gpu_runs")))
@@ -458,8 +504,9 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"benchmark": "gpu", "provenance": prov, "settings": vars(args), "sections": {}}
     stem = f"gpu_{dev.type}" + ("_quick" if args.quick else "")
     log = lambda s: print(s, flush=True)  # noqa: E731
-    data_dir = data_folder(args) if {"train", "accuracy"} & set(args.sections) else None
+    data_dir = data_folder(args) if {"loader", "train", "accuracy"} & set(args.sections) else None
     runners = {"step": lambda: step_section(args, budget, dev, log),
+               "loader": lambda: loader_section(args, budget, dev, data_dir, log),
                "train": lambda: train_section(args, budget, dev, data_dir, log),
                "accuracy": lambda: accuracy_section(args, budget, dev, data_dir, log)}
     for key in args.sections:

@@ -100,7 +100,7 @@ def test_accuracy_smoke(tmp_path):
 def test_gpu_quick_cpu_all_sections_and_resumable_accuracy(tmp_path):
     gpu = _load("gpu")
     common = ["--device", "cpu", "--quick", "--out", str(tmp_path / "res"), "--cache", str(tmp_path / "cache")]
-    res = gpu.main(common + ["--sections", "step", "train"])
+    res = gpu.main(common + ["--sections", "step", "loader", "train"])
     _check_provenance(res["provenance"])
     assert len(res["provenance"]["git"]["commit"] or "0" * 40) == 40
     rows = res["sections"]["step"]["rows"]
@@ -110,6 +110,8 @@ def test_gpu_quick_cpu_all_sections_and_resumable_accuracy(tmp_path):
         assert "CUDA" in r["graph"]["na"]  # no CUDA graph on the CPU: reported, not failed
         assert "ms" in r["fused"] or r["fused"]["na"]
     assert rows[0]["eager"]["ratio"] == pytest.approx(1.0)
+    loaders = {r["variant"]: r for r in res["sections"]["loader"]["runs"]}
+    assert set(loaders) == {"dataloader", "device"} and all(r["img_s"] > 0 for r in loaders.values())
     runs = res["sections"]["train"]["runs"]
     assert {(r["method"], r["variant"]) for r in runs} >= {("vanilla", "dataloader"), ("vanilla", "device"),
                                                            ("automix", "dataloader"), ("automix", "device")}
@@ -127,7 +129,7 @@ def test_gpu_quick_cpu_all_sections_and_resumable_accuracy(tmp_path):
     assert set(acc["summary"]) == {"vanilla", "mixup", "automix"}
     assert set(acc["summary"]["automix"]["median_last_k"]) == {"one_k", "mix_k", "one_q", "mix_q"}
     on_disk = json.loads((tmp_path / "res" / "gpu_cpu_quick.json").read_text())
-    assert set(on_disk["sections"]) == {"step", "train", "accuracy"}  # earlier sections kept
+    assert set(on_disk["sections"]) == {"step", "loader", "train", "accuracy"}  # earlier sections kept
     md = (tmp_path / "res" / "gpu_cpu_quick.md").read_text()
     assert "| automix | one_q" in md and "Command:" in md and "n/a" in md
 
@@ -137,6 +139,6 @@ def test_gpu_budget_spent_skips_cleanly(tmp_path):
     res = gpu.main(["--device", "cpu", "--quick", "--budget-s", "0", "--out", str(tmp_path / "res"),
                     "--cache", str(tmp_path / "cache")])
     assert all("budget" in r[p]["na"] for r in res["sections"]["step"]["rows"] for p in gpu.PATHS)
-    assert all("budget" in r["na"] for r in res["sections"]["train"]["runs"])
+    assert all("budget" in r["na"] for r in res["sections"]["train"]["runs"] + res["sections"]["loader"]["runs"])
     assert {s["state"] for s in res["sections"]["accuracy"]["status"].values()} == {"pending"}
     assert "Not finished yet" in (tmp_path / "res" / "gpu_cpu_quick.md").read_text()

@@ -397,3 +397,19 @@ def test_torchvision_cifar_layout_with_resize_and_grey_heads(img_size, chans):
         img = TF.crop(TF.pad(img, pad, padding_mode="reflect"), dy, dx, img_size, img_size)
         img = TF.hflip(img) if flip else img
         assert torch.equal(got[k], _to_tensor_normalised(img, mean, std)), k
+
+
+def test_ddp_shards_on_the_device_match_the_dataloader_shards():
+    cfg = TrainConfig.preset("quick", train_subset=200, val_subset=50, batch_size=16)
+    seen = []
+    for rank in (0, 1):
+        dev = build_loaders(cfg.replace(data_on_device=True), distributed=True, rank=rank, world_size=2,
+                            device="cpu")
+        ref = build_loaders(cfg.replace(data_on_device=False), distributed=True, rank=rank, world_size=2)
+        assert dev[0].batch_size == 8 and len(dev[0]) == len(ref[0])
+        dev[2].set_epoch(3), ref[2].set_epoch(3)
+        for (_, ya), (_, yb) in zip(dev[0], ref[0]):
+            assert torch.equal(ya, yb)
+        seen.append(list(dev[2]))
+        assert [len(y) for _, y in dev[1]] == [len(y) for _, y in ref[1]]  # val sharded without padding
+    assert not set(seen[0]) & set(seen[1])  # disjoint train shards
