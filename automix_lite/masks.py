@@ -31,6 +31,20 @@ def _dev(generator: torch.Generator | None, fallback=None) -> torch.device:
     return torch.device(fallback) if fallback is not None else torch.device("cpu")
 
 
+def _to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on ``device`` without making the host wait for the device.
+
+    A plain ``t.to("cuda")`` of pageable memory waits for the copy; here a CUDA target gets a pinned staging
+    copy and a ``non_blocking`` transfer queued on the current stream (the pinned block stays reserved until
+    the copy has run). Other targets: ``t.to(device)``."""
+    device = torch.device(device)
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _uniform(generator, lo: float = 0.0, hi: float = 1.0) -> float:
     return lo + (hi - lo) * torch.rand((), generator=generator, device=_dev(generator), dtype=torch.float64).item()
 

@@ -130,8 +130,11 @@ class MixBlock(nn.Module):
         z = z.float()  # [N, C, h, w], the block runs in fp32
         zp = z[perm]  # [N, C, h, w] partner features
         if self.lam_concat:
-            lam_t = torch.as_tensor(lam, dtype=z.dtype, device=z.device).reshape(-1, 1, 1, 1)
-            lam_map = lam_t.expand(z.shape[0], 1, *z.shape[2:])  # [N, 1, h, w]
+            if torch.is_tensor(lam):  # a scalar or [N] tensor
+                lam_t = lam.to(device=z.device, dtype=z.dtype).reshape(-1, 1, 1, 1)
+                lam_map = lam_t.expand(z.shape[0], 1, *z.shape[2:])  # [N, 1, h, w]
+            else:  # a Python float: filled on the device, no host->device copy
+                lam_map = z.new_full((z.shape[0], 1, *z.shape[2:]), float(lam))  # [N, 1, h, w]
             z = torch.cat([z, lam_map], dim=1)  # [N, C+1, h, w]
             zp = torch.cat([zp, 1 - lam_map], dim=1)  # [N, C+1, h, w]
         return z, zp
@@ -176,7 +179,8 @@ def mask_loss(mask: torch.Tensor, lam, mode: str = "L1", margin: float = 0.1) ->
 
     ``mean(m1)`` is the mean of the partner channel over **all pixels and all samples** (one scalar):
     * "L1": max(0, |1 - mean(m1) - λ| - margin) — the batch-average own area stays within margin of λ.
-    * "L1+Variance": the L1 term minus 2·Var(m1) (rewards non-flat masks).
+    * "L1+Variance": the L1 term minus 2·Var(m1) (population variance over batch and pixels; rewards
+      non-flat masks).
     * "L2+Variance": max(0, (1 - mean(m1) - λ)² - margin²) minus 2·Var(m1).
     * "Sparsity": max(0, mean(|m1 (m1 - 1)|) - margin) (rewards near-binary masks).
 
@@ -191,7 +195,8 @@ def mask_loss(mask: torch.Tensor, lam, mode: str = "L1", margin: float = 0.1) ->
     if mask.ndim != 4 or mask.shape[1] != 2:
         raise ValueError(f"mask must be a Mix Block output [N, 2, H, W], got {tuple(mask.shape)}")
     m1 = mask[:, 1].float()  # [N, H, W]
-    lam = torch.as_tensor(lam, dtype=m1.dtype, device=m1.device).mean()
+    if torch.is_tensor(lam):  # a scalar (or [N]) tensor; a Python float stays a scalar argument (no copy)
+        lam = lam.to(device=m1.device, dtype=m1.dtype).mean()
     dev = 1 - m1.mean() - lam  # scalar: own area minus λ
     if mode == "Sparsity":
         return (m1 * (m1 - 1)).abs().mean().sub(margin).clamp(min=0)
@@ -199,6 +204,6 @@ def mask_loss(mask: torch.Tensor, lam, mode: str = "L1", margin: float = 0.1) ->
         loss = (dev.abs() - margin).clamp(min=0)
     else:
         loss = (dev.pow(2) - margin ** 2).clamp(min=0)
-    if mode.endswith("Variance"):
-        loss = loss - 2 * m1.var()
+    if mode.endswith("Variance"):  # population variance, as OpenMixup (torch.var(..., unbiased=False))
+        loss = loss - 2 * m1.var(unbiased=False)
     return loss

@@ -239,16 +239,18 @@ class _StopForward(Exception):
     pass
 
 
-def feature_map(model: nn.Module, x: torch.Tensor, stage: int) -> torch.Tensor:
-    """Output of ``stage`` as ``[N, C, h, w]``, without running the later stages.
+def feature_map(model: nn.Module, x: torch.Tensor, stage: int, *, stop_early: bool = True) -> torch.Tensor:
+    """Output of ``stage`` as ``[N, C, h, w]``.
 
-    Uses timm's ``forward_intermediates(..., stop_early=True)`` when the model has it; otherwise a forward
-    hook captures the stage output and aborts the rest of the forward pass.
+    ``stop_early=True``: the later stages are not run. Uses timm's ``forward_intermediates(...,
+    stop_early=True)`` when the model has it; otherwise a forward hook captures the stage output and aborts the
+    rest of the forward pass. ``stop_early=False``: the whole ``model(x)`` runs (so every later BatchNorm layer
+    sees the batch, as in OpenMixup) and a forward hook captures the stage output.
     """
     n = len(_feature_info(model))
     _check_stage(model, stage, n)
     stage = stage % n
-    if hasattr(model, "forward_intermediates"):
+    if stop_early and hasattr(model, "forward_intermediates"):
         try:
             (z,) = model.forward_intermediates(x, indices=[stage], stop_early=True,
                                                intermediates_only=True, output_fmt="NCHW")
@@ -258,8 +260,10 @@ def feature_map(model: nn.Module, x: torch.Tensor, stage: int) -> torch.Tensor:
     captured: list[torch.Tensor] = []
 
     def hook(_m, _inp, out):
-        captured.append(out)
-        raise _StopForward
+        if not captured:
+            captured.append(out)
+        if stop_early:
+            raise _StopForward
 
     handle = stage_modules(model)[stage].register_forward_hook(hook)
     try:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from automix_lite.automix import HEADS, AutoMix, AutoMixAugment, mask_loss_weight_at, momentum_at
+from automix_lite.mixblock import mask_loss
 from automix_lite.mixing import mix
 
 
@@ -103,12 +104,172 @@ def test_mask_adjust_uses_lambda_bb():
     assert torch.allclose(area, torch.full_like(area, float(out["lam_bb"])), atol=1e-5)
 
 
-def test_switch_off_skips_the_mix_block_branch():
-    model = _model(switch_off=1e-12)
+def test_switch_off_skips_the_k_branch_but_keeps_the_mask_loss():
+    # reference: openmixup/models/classifiers/automix.py, AutoMixup.forward_k returns no loss_mix_k when
+    # np.random.rand() > switch_off * cos_annealing, while pixel_mixup always adds mask_loss * mask loss
+    model = _model(switch_off=1e-12, mask_loss_margin=0.0, mask_loss_weight=0.3)
     x, y = _batch()
     out = model.training_step(x, y, 0, 10, generator=torch.Generator().manual_seed(0))
     assert float(out["mb_trained"]) == 0.0 and float(out["loss_mix_k"]) == 0.0
-    assert _grads(out["loss"], model.mix_block_parameters()) == 0
+    mb = model.mix_block_parameters()
+    assert _grads(out["loss_mask"], mb) > 0
+    g_total = torch.autograd.grad(out["loss"], mb, retain_graph=True)
+    g_mask = torch.autograd.grad(0.3 * out["loss_mask"], mb)
+    assert all(torch.equal(a, b) for a, b in zip(g_total, g_mask))
+
+
+def test_switch_off_probability_is_constant_over_training():
+    # reference: AutoMixup.cos_annealing stays 1 (no AutoMix config sets it), so the k-branch runs with the
+    # constant probability switch_off at every step (forward_k: skip iff rand > switch_off)
+    model = _model(switch_off=0.8)
+    g = torch.Generator().manual_seed(0)
+    rate = sum(model.draw(4, g).train_mb for _ in range(2000)) / 2000
+    assert abs(rate - 0.8) < 0.03  # binomial sd 0.009; a cosine decay would average 0.4
+    assert all(_model(switch_off=0.0).draw(4, g).train_mb for _ in range(20))
+
+
+def _reference_step(model, x, y, d, w_mask):
+    """A plain transcription of OpenMixup AutoMixup.forward_train / pixel_mixup / forward_k / forward_q
+    (openmixup/models/classifiers/automix.py) for given draws: Python floats and branches, the whole
+    momentum encoder run on the clean batch (backbone_k(img)[0]), the Mix Block called for mb then bb."""
+    size = x.shape[-2:]
+    with torch.no_grad():
+        z, = model.backbone_k.forward_intermediates(x, indices=[model.feature_stage], stop_early=False,
+                                                    intermediates_only=False)[1]
+    mask_mb = model.mix_block(z, d.lam_mb, d.perm_mb, size)
+    mask_bb = model.mix_block(z, d.lam_bb, d.perm_bb, size).detach()
+    if d.fallback:
+        mask_bb = torch.cat([torch.full_like(mask_bb[:, :1], d.lam_bb), torch.full_like(mask_bb[:, :1], 1 - d.lam_bb)], 1)
+    loss_mask = mask_loss(mask_mb, d.lam_mb, model.mask_loss_mode, model.mask_loss_margin)
+    x_mb = x * mask_mb[:, 0:1] + x[d.perm_mb] * mask_mb[:, 1:2]
+    x_bb = x * mask_bb[:, 0:1] + x[d.perm_bb] * mask_bb[:, 1:2]
+    loss_mix_k = torch.zeros(())
+    if d.train_mb:
+        lk = model.head_mix_k(model.backbone_k(x_mb)).float()
+        loss_mix_k = d.lam_mb * F.cross_entropy(lk, y) + (1 - d.lam_mb) * F.cross_entropy(lk, y[d.perm_mb])
+    loss_one_q = F.cross_entropy(model.head_one_q(model.backbone_q(x)).float(), y)
+    lq = model.head_mix_q(model.backbone_q(x_bb)).float()
+    loss_mix_q = d.lam_bb * F.cross_entropy(lq, y) + (1 - d.lam_bb) * F.cross_entropy(lq, y[d.perm_bb])
+    return {"loss": loss_one_q + loss_mix_q + loss_mix_k + w_mask * loss_mask, "loss_one_q": loss_one_q,
+            "loss_mix_q": loss_mix_q, "loss_mix_k": loss_mix_k, "loss_mask": loss_mask}
+
+
+def _sgd_step(model, loss, lr=0.1):
+    params = model.online_parameters() + model.mix_block_parameters()
+    for p in params:
+        p.grad = None
+    loss.backward()
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-lr)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name,kw", [("resnet_tiny_cifar", {"lam_margin": 0.3}),
+                                     ("resnet18_cifar", {"switch_off": 0.5, "lam_concat": True})])
+def test_step_equals_the_reference_transcription_bitwise(name, kw):
+    """Default path (momentum_features="full"): losses, then every parameter and buffer (BN running stats of
+    both encoders included, num_batches_tracked = 2 per step after the feature stage) after SGD + EMA steps,
+    bitwise equal to the plain transcription of the reference."""
+    import copy
+    torch.manual_seed(0)
+    lib = AutoMix(name, 5, **kw)
+    ref = copy.deepcopy(lib)
+    g = torch.Generator().manual_seed(1)
+    passes_k = 0
+    for step in range(3):
+        x, y = _batch(n=6, size=32, seed=step)
+        d = lib.draw(6, g)
+        passes_k += d.train_mb
+        out = lib.step_losses(x, y, lib.device_draws(d, x.device, 0.1), train_mb=d.train_mb)
+        want = _reference_step(ref, x, y, d, 0.1)
+        for key in want:
+            assert torch.equal(out[key], want[key]), (step, key)
+        _sgd_step(lib, out["loss"])
+        _sgd_step(ref, want["loss"])
+        lib.momentum_update(step, 10)
+        ref.momentum_update(step, 10)
+    a, b = _state(lib), _state(ref)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert int(lib.backbone_k.layer4[0].bn1.num_batches_tracked) == 3 + passes_k  # clean batch + each mb mix
+
+
+def test_full_momentum_pass_updates_later_bn_twice_and_early_stop_once():
+    # reference: AutoMixup.forward_train runs feature = self.backbone_k(img)[0], i.e. the whole momentum
+    # encoder on the clean batch (its layer4 BN sees it), then forward_k runs it again on the mb mix
+    torch.manual_seed(0)
+    full = AutoMix("resnet_tiny_cifar", 5)
+    early = AutoMix("resnet_tiny_cifar", 5, momentum_features="early_stop")
+    early.load_state_dict(full.state_dict())
+    outs = []
+    for model in (full, early):
+        g = torch.Generator().manual_seed(0)
+        for step in range(3):
+            x, y = _batch(n=6, size=16, seed=step)
+            out = model.training_step(x, y, step, 10, generator=g)
+            _sgd_step(model, out["loss"])
+            model.momentum_update(step, 10)
+        outs.append(out)
+    steps_k = [int(full.backbone_k.layer4[0].bn1.num_batches_tracked),
+               int(early.backbone_k.layer4[0].bn1.num_batches_tracked)]
+    assert steps_k == [6, 3]
+    assert int(full.backbone_k.layer2[0].bn1.num_batches_tracked) == 6  # before the tap: 2 in both modes
+    assert int(early.backbone_k.layer2[0].bn1.num_batches_tracked) == 6
+    # early stop changes only the later BN buffers of the momentum encoder, nothing the step computes
+    assert torch.equal(outs[0]["loss"], outs[1]["loss"])
+    a, b = _state(full), _state(early)
+    differ = {k for k in a if not torch.equal(a[k], b[k])}
+    assert differ and all(k.startswith("backbone_k.layer4") for k in differ)
+    with pytest.raises(ValueError, match="momentum_features"):
+        AutoMix("resnet_tiny_cifar", 5, momentum_features="half")
+
+
+def test_lam_is_returned_exactly():
+    from automix_lite.mixing import sample_lam
+    model = _model()
+    x, y = _batch()
+    out = model.training_step(x, y, 0, 10, generator=torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    lam_mb, lam_bb = sample_lam(2.0, g), sample_lam(2.0, g)
+    assert out["lam_mb"].dtype == torch.float64 and out["lam_mb"].item() == lam_mb
+    assert out["lam_bb"].item() == lam_bb
+
+
+def test_no_repeat_fallback_shifts_only_the_mix_block_pairing(monkeypatch):
+    # reference: AutoMixup._no_repeat_shuffle_idx (openmixup/models/classifiers/automix.py): 10 redraws, then
+    # index_mb (ignore_failure=False) becomes a shift by np.random.randint(1, N-1), index_bb keeps its draw
+    import automix_lite.automix as am
+    calls = []
+
+    def identity(n, generator=None):
+        calls.append(n)
+        return torch.arange(n)
+
+    monkeypatch.setattr(am, "sample_perm", identity)
+    model = _model(no_repeat_perm=True)
+    g = torch.Generator().manual_seed(0)
+    shifts = set()
+    for _ in range(60):
+        d = model.draw(6, g)
+        shift = int(d.perm_mb[0])
+        assert torch.equal(d.perm_mb, (torch.arange(6) + shift) % 6)
+        assert torch.equal(d.perm_bb, torch.arange(6))  # kept, fixed points and all
+        shifts.add(shift)
+    assert shifts == {1, 2, 3, 4}  # random in [1, N-2]
+    assert len(calls) == 60 * 2 * 11  # first draw + 10 redraws per pairing
+    assert torch.equal(model.draw(2, g).perm_mb, torch.tensor([1, 0]))  # N = 2: the only derangement
+
+
+def test_momentum_cut_off_is_an_integer_step():
+    # reference: openmixup/core/hooks/momentum_hook.py, CosineScheduleHook.before_train_iter:
+    # min_iter = int(max_iters * adjust_scope[0]); base momentum while cur_iter < min_iter
+    total = 1005  # 0.1 * T = 100.5, int() = 100
+    assert momentum_at(99, total) == 0.999
+    assert momentum_at(100, total) == 0.999999 - (0.999999 - 0.999) * (math.cos(math.pi * 100 / total) + 1) / 2
 
 
 @pytest.mark.parametrize("frac", [0.0, 0.05, 0.1, 0.5, 1.0])
@@ -249,6 +410,18 @@ def test_backbones_construct_and_step(name, kwargs, size):
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and out["mask_mb"].shape == (4, 2, size, size)
     assert any(p.grad is not None for p in model.mix_block_parameters())
+
+
+@pytest.mark.parametrize("name,kwargs,size", [
+    ("resnet_tiny_cifar", {}, 16),
+    ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 4}, 32),
+    ("convnext_atto", {}, 64),
+])
+def test_full_momentum_pass_gives_the_same_feature_map(name, kwargs, size):
+    torch.manual_seed(0)
+    model = AutoMix(name, 4, **kwargs).eval()
+    x, _ = _batch(n=3, size=size)
+    assert torch.equal(model.feature_map(x, stop_early=False), model.feature_map(x))
 
 
 @pytest.mark.slow

@@ -140,8 +140,10 @@ def test_variance_and_sparsity_modes():
     binary = _mask_with_partner(torch.tensor([0.0, 1.0]).repeat(16).reshape(2, 4, 4))
     # the variance term rewards non-flat masks with the same mean
     assert float(mask_loss(binary, 0.5, "L1+Variance", 0.1)) < float(mask_loss(flat, 0.5, "L1+Variance", 0.1))
-    assert math.isclose(float(mask_loss(binary, 0.5, "L2+Variance", 0.1)), -2 * float(binary[:, 1].var()),
-                        rel_tol=1e-6)
+    # reference: openmixup/models/heads/pmix_block.py, PixelMixBlock.mask_loss uses the population variance
+    # (torch.var(..., unbiased=False)): 0.25 for this half-0/half-1 mask (the unbiased one would be 0.2581)
+    assert math.isclose(float(mask_loss(binary, 0.5, "L2+Variance", 0.1)), -2 * 0.25, rel_tol=1e-6)
+    assert math.isclose(float(mask_loss(binary, 0.5, "L1+Variance", 0.0)), -2 * 0.25, rel_tol=1e-6)
     # sparsity: |m(m-1)| is 0.25 for a flat 0.5 mask and 0 for a binary one
     assert math.isclose(float(mask_loss(flat, 0.5, "Sparsity", 0.1)), 0.15, abs_tol=1e-6)
     assert float(mask_loss(binary, 0.5, "Sparsity", 0.1)) == 0.0
