@@ -10,8 +10,9 @@ docs/algorithm.md#modules). This module gives every backbone the same three abil
 * ``stage_modules(model)``: the modules whose outputs are the feature stages, index-aligned with timm's
   ``feature_info``. For ResNets: 0 = stem activation, 1..4 = ``layer1..layer4``; so **index 3 is ResNet
   layer3**, which OpenMixup calls "stage 2" (``out_indices=(2, 3)`` counts from ``layer1``).
-* ``feature_map(model, x, stage)``: that stage's output as ``[N, C, h, w]``, computed **without running the
-  later stages** (timm's ``forward_intermediates(stop_early=True)``, or a hook that stops the forward pass).
+* ``feature_map(model, x, stage)``: that stage's output as ``[N, C, h, w]``, by default computed **without
+  running the later stages** (timm's ``forward_intermediates(stop_early=True)``, or a hook that stops the
+  forward pass); ``stop_early=False`` runs the whole model (AutoMix's default, docs/algorithm.md#one-training-step).
   Token outputs of ViTs are reshaped to a 2-D map by timm (``output_fmt="NCHW"``).
 
 CIFAR-stem variants (``*_cifar``) replace the 7x7 stride-2 stem and the max-pool by one 3x3 stride-1 conv,
