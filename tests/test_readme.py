@@ -51,3 +51,14 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), scope)
     assert (tmp_path / "runs/demo/metrics.json").is_file()
     assert scope["mask"].shape == (8, 2, 32, 32)
+
+
+def test_ci_provides_the_browser_and_the_colab_widgets_environment():
+    """The browser test and the ipywidgets 7.7.1 test skip without their tools: CI must install them."""
+    lines = (ROOT / ".ci/run").read_text().splitlines()
+    body = "\n".join(lines[:-1])
+    assert "apt-get install -y -q chromium chromium-driver" in body
+    assert "ipywidgets==7.7.1" in body and "--target" in body
+    assert any(line.startswith("export AUTOMIX_IPYWIDGETS7=") for line in lines[:-1])
+    extras = re.search(r"^dev = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert all(f'"{pkg}"' in extras for pkg in ("jupyterlab", "selenium", "nbval", "nbclient"))
