@@ -4,7 +4,8 @@ AutoMix (Liu, Li et al., ECCV 2022, arXiv:2103.13027) trains ResNets on CIFAR (5
 Tiny-ImageNet (100k 64 px images) with OpenMixup's torchvision pipelines. On a GPU the per-image
 PIL pipeline of a ``DataLoader`` caps the step rate (a few thousand images/s with 2 workers), while the whole
 decoded dataset fits in a few hundred MB of device memory. ``DeviceLoader`` holds the images as ``uint8``
-``[N, C, H, W]`` on the device and applies the pipeline's random part to a whole batch at once:
+``[N, C, H, W]`` on the device (float for scikit-learn's digits, which are not 8-bit images, and for the
+synthetic ``fake`` set) and applies the pipeline's random part to a whole batch at once:
 
 - ``ShiftAugment``: ``RandomCrop(size, padding=p, padding_mode="reflect")`` + ``RandomHorizontalFlip`` (CIFAR,
   digits, Fashion-MNIST). For the same offsets and flip the crop equals torchvision's **pixel for pixel**

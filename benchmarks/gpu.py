@@ -161,6 +161,8 @@ def time_path(method: str, path: str, model_name: str, x: torch.Tensor, y: torch
         dt = time.perf_counter() - t0
     except NotAvailable as e:
         return {"na": str(e)}
+    except Exception as e:  # noqa: BLE001 - one failing path (e.g. out of memory) must not end a timed slot
+        return {"na": f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
     finally:
         del runner
         _free(dev)
@@ -333,7 +335,12 @@ def train_section(args, budget: Budget, dev: torch.device, data_dir: Path, log) 
             cfg = cifar_config(args, dev, data_dir, method=method, epochs=args.train_epochs, out=str(out),
                                eval_every=args.train_epochs, keep_checkpoints=1, **kw)
             t0 = time.time()
-            res = train(cfg)
+            try:
+                res = train(cfg)
+            except Exception as e:  # noqa: BLE001 - recorded; the other variants still run
+                runs.append({"method": method, "variant": name, "na": f"error: {type(e).__name__}: {e}"})
+                log(f"[train] {method} {name}: {runs[-1]['na']}")
+                continue
             wall = time.time() - t0
             steps = res.history[0]["step"]  # steps per epoch
             ips = [steps * cfg.batch_size / h["time"] for h in res.history]

@@ -142,3 +142,16 @@ def test_gpu_budget_spent_skips_cleanly(tmp_path):
     assert all("budget" in r["na"] for r in res["sections"]["train"]["runs"] + res["sections"]["loader"]["runs"])
     assert {s["state"] for s in res["sections"]["accuracy"]["status"].values()} == {"pending"}
     assert "Not finished yet" in (tmp_path / "res" / "gpu_cpu_quick.md").read_text()
+
+
+def test_gpu_records_a_failing_path_and_goes_on(tmp_path, monkeypatch):
+    gpu = _load("gpu")
+
+    def broken(*a, **k):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(gpu, "make_runner", broken)
+    res = gpu.main(["--device", "cpu", "--quick", "--sections", "step", "--out", str(tmp_path / "res"),
+                    "--cache", str(tmp_path / "cache")])
+    rows = res["sections"]["step"]["rows"]
+    assert len(rows) == 4 and all("simulated" in r["eager"]["na"] for r in rows)
