@@ -241,6 +241,21 @@ def test_cuda_batches_do_not_synchronise():
     assert rest[0][0].is_cuda
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_batches_equal_the_cpu_batches():
+    # the draws are made on the CPU and every op is exact, so both devices see the same pixels
+    images = _smooth_images(64, 3, 48, 40, seed=9)
+    for aug in (dd.ShiftAugment(pad=4, size=None), dd.ResizedCropAugment(size=32)):
+        imgs = images[..., :40, :40].contiguous() if isinstance(aug, dd.ShiftAugment) else images
+        out = []
+        for device in ("cpu", "cuda"):
+            data = dd.DeviceImages(imgs.to(device), torch.arange(64), mean=CIFAR_STATS[0], std=CIFAR_STATS[1],
+                                   in_chans=3, augment=aug)
+            loader = dd.DeviceLoader(data, 16, generator=torch.Generator().manual_seed(0))
+            out.append(torch.cat([x.cpu() for x, _ in loader]))
+        assert torch.equal(out[0], out[1]), aug
+
+
 # ---------------------------------------------------------------- folders and fallbacks
 def _folder(root: Path, split: str, n_per_class: int, size=(32, 32), classes=("a", "b"), ext="png", seed=0):
     g = torch.Generator().manual_seed(seed)
