@@ -7,7 +7,7 @@
   file inside the repository and, for a ``.md`` target, an existing heading anchor (GitHub's slug rule).
 * Every ``docs/<page>.md#anchor`` cited in a docstring, comment or notebook must exist too.
 * The presets table of ``docs/recipes.md`` states what ``PRESETS`` holds; the ``metrics.json`` table of
-  ``docs/evaluation.md`` names every key a run writes.
+  ``docs/evaluation.md`` names every key a run writes; ``docs/README.md`` names every export.
 """
 from __future__ import annotations
 
@@ -232,3 +232,11 @@ def test_the_metrics_json_table_names_every_key_train_writes(tmp_path):
     record = metrics["history"][0]
     for key in [*record, *record["train"], *record["val"], *record["lr"]]:
         assert f"`{key}`" in history_cell, key
+
+
+def test_the_public_api_section_names_every_export():
+    import automix_lite
+
+    section = (ROOT / "docs/README.md").read_text(encoding="utf-8").split("## Public API", 1)[1]
+    missing = [n for n in automix_lite.__all__ if n != "__version__" and not re.search(rf"`{n}\b", section)]
+    assert not missing, f"exported but not in docs/README.md#public-api: {missing}"
