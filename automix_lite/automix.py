@@ -32,7 +32,9 @@ while ``step < int(momentum_scope * T)``, the no-repeat fallback shifts only the
 amount, and ``training_step`` returns λ_mb / λ_bb exactly (float64).
 
 GPU path: ``training_step`` = ``draw`` (host: λ, pairings, coin flips) + ``device_draws`` (one queued copy)
-+ ``step_losses`` (device work only, no host read, no branch on data).
++ ``step_losses`` (device work only, no host read, no branch on data; ``check_labels=False`` also skips the
+label-range read). ``online_pass="fused"`` (the default on CUDA) runs the online encoder once over the clean
+batch and the backbone's mix with per-half BatchNorm statistics (``automix_lite.fused``).
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fused import per_part_batchnorm
 from .masks import _randint, _to_device, _uniform
 from .mixblock import MixBlock, mask_loss
 from .mixing import MixOutput, mix_images, sample_lam, sample_perm
@@ -204,6 +207,11 @@ class AutoMix(nn.Module):
             stop at the feature stage (faster); the step's losses, gradients and parameters are unchanged, but
             those later BatchNorm layers then see only the Mix Block's mix (one update per step), which changes
             their running statistics and so the eval-mode logits of the ``one_k`` / ``mix_k`` heads.
+        online_pass: how the online encoder sees the clean batch and the backbone's mix. "separate": two
+            passes. "fused": one pass over the 2N batch with every BatchNorm layer normalising (and updating its
+            running statistics from) each half separately (``fused.per_part_batchnorm``), so the outputs,
+            gradients and running statistics equal those of the two passes up to float rounding; faster where
+            kernel launches dominate (a GPU at CIFAR sizes). "auto" (default): fused on CUDA, else separate.
         in_chans: image channels.
         **backbone_kwargs: passed to ``create_backbone`` (e.g. ``img_size=32`` for a ViT).
     """
@@ -215,7 +223,8 @@ class AutoMix(nn.Module):
                  lam_concat: bool = False, reduction: int = 2, use_scale: bool = True, upsample: str = "nearest",
                  att_norm: str | None = None, mask_adjust: float = 0.0, switch_off: float = 0.0,
                  ema_bn_buffers: bool = False, head_ensemble: bool = False, no_repeat_perm: bool = False,
-                 momentum_features: str = "full", in_chans: int = 3, **backbone_kwargs):
+                 momentum_features: str = "full", online_pass: str = "auto", in_chans: int = 3,
+                 **backbone_kwargs):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
@@ -223,6 +232,8 @@ class AutoMix(nn.Module):
             raise ValueError(f"alpha must be > 0 (λ ~ Beta(alpha, alpha)), got {alpha}")
         if not 0 <= momentum <= 1 or not 0 <= end_momentum <= 1:
             raise ValueError(f"momentum and end_momentum must lie in [0, 1], got {momentum}, {end_momentum}")
+        if online_pass not in ("auto", "fused", "separate"):
+            raise ValueError(f"online_pass must be 'auto', 'fused' or 'separate', got {online_pass!r}")
         if momentum_features not in ("full", "early_stop"):
             raise ValueError(f"momentum_features must be 'full' or 'early_stop', got {momentum_features!r}")
         self.backbone_q = create_backbone(backbone, in_chans=in_chans, **backbone_kwargs)
@@ -244,7 +255,7 @@ class AutoMix(nn.Module):
         self.mask_loss_margin, self.mask_loss_schedule = mask_loss_margin, mask_loss_schedule
         self.lam_margin, self.mask_adjust, self.switch_off = lam_margin, mask_adjust, switch_off
         self.ema_bn_buffers, self.head_ensemble, self.no_repeat_perm = ema_bn_buffers, head_ensemble, no_repeat_perm
-        self.momentum_features = momentum_features
+        self.momentum_features, self.online_pass = momentum_features, online_pass
         self.backbone_name = backbone if isinstance(backbone, str) else type(backbone).__name__
         mask_loss_weight_at(0, 1, mask_loss_weight, mask_loss_schedule)  # validates the schedule name
 
@@ -281,9 +292,9 @@ class AutoMix(nn.Module):
         return (torch.arange(n) + shift) % n
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> StepDraws:
-        """Every random draw of one step (docs/algorithm.md#one-training-step), made on the host before any device work: λ_mb,
-        λ_bb, the two pairings, whether the Mix Block branch runs (``switch_off``) and whether ``mask_adjust``
-        applies. The draw order is fixed, so one generator seed gives one step."""
+        """Every random draw of one step (docs/algorithm.md#one-training-step), made on the host before any
+        device work: λ_mb, λ_bb, the two pairings, whether the Mix Block branch runs (``switch_off``) and
+        whether ``mask_adjust`` applies. The draw order is fixed, so one generator seed gives one step."""
         lam_mb, lam_bb = sample_lam(self.alpha, generator), sample_lam(self.alpha, generator)
         perm_mb = self._perm(n, generator, shift_on_failure=True)
         perm_bb = self._perm(n, generator, shift_on_failure=False)
@@ -368,11 +379,23 @@ class AutoMix(nn.Module):
         w_mask = mask_loss_weight_at(step, total_steps, self.mask_loss_weight, self.mask_loss_schedule)
         out = self.step_losses(x, y, self.device_draws(d, x.device, w_mask), train_mb=d.train_mb)
         out.update({
-            "lam_mb": torch.tensor(d.lam_mb, dtype=torch.float64), "lam_bb": torch.tensor(d.lam_bb, dtype=torch.float64),
+            "lam_mb": torch.tensor(d.lam_mb, dtype=torch.float64),
+            "lam_bb": torch.tensor(d.lam_bb, dtype=torch.float64),
             "mask_loss_weight": torch.tensor(w_mask), "fallback": torch.tensor(float(d.fallback)),
             "mb_trained": torch.tensor(float(d.train_mb)),
         })
         return out
+
+    def _online_features(self, x: torch.Tensor, x_bb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Online encoder features of the clean batch and of the backbone's mix ([N, D] each), in one fused
+        pass or two (``online_pass``)."""
+        fused = self.online_pass == "fused" or (self.online_pass == "auto" and x.device.type == "cuda")
+        if not fused:
+            return self.backbone_q(x), self.backbone_q(x_bb)
+        n = x.shape[0]
+        with per_part_batchnorm(self.backbone_q, (n, n)):
+            f = self.backbone_q(torch.cat([x, x_bb]))  # [2N, D]
+        return f[:n], f[n:]
 
     def step_losses(self, x: torch.Tensor, y: torch.Tensor, dd: DeviceDraws, train_mb: bool = True) -> dict:
         """The device part of a step, given the draws as device tensors: no host read, no branch on data
@@ -398,8 +421,9 @@ class AutoMix(nn.Module):
         else:
             loss_mix_k = x.new_zeros((), dtype=torch.float32)
         x_bb = x * mask_bb[:, 0:1].to(x.dtype) + x[perm_bb] * mask_bb[:, 1:2].to(x.dtype)  # [N, C, H, W]
-        loss_one_q = F.cross_entropy(self.head_one_q(self.backbone_q(x)).float(), y)
-        loss_mix_q = _mixed_ce(self.head_mix_q(self.backbone_q(x_bb)), y, perm_bb, lam_bb, lam_bb_c)
+        f_one, f_mix = self._online_features(x, x_bb)  # [N, D] each
+        loss_one_q = F.cross_entropy(self.head_one_q(f_one).float(), y)
+        loss_mix_q = _mixed_ce(self.head_mix_q(f_mix), y, perm_bb, lam_bb, lam_bb_c)
         loss = loss_one_q + loss_mix_q + loss_mix_k + w_mask * loss_mask
         return {
             "loss": loss,

@@ -13,7 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cutmix_box", "box_mask", "fmix_mask", "smooth_mask", "grid_mask", "spectral_residual_saliency"]
+__all__ = ["cutmix_box", "cutmix_boxes_at", "box_mask", "fmix_mask", "smooth_mask", "grid_mask",
+           "spectral_residual_saliency"]
 
 
 # ----------------------------------------------------------------------------- random helpers (shared with mixing)
@@ -76,15 +77,32 @@ def cutmix_box(h: int, w: int, lam: float, generator: torch.Generator | None = N
     return y0, y1, x0, x1
 
 
+def cutmix_boxes_at(h: int, w: int, lam: float, cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
+    """``cutmix_box(h, w, lam, center=(cy[i], cx[i]))`` for a batch of centres, as a long tensor [N, 4] on the
+    centres' device (no host read of the centres).
+
+    Args:
+        h, w: image height and width.
+        lam: target weight of the sample itself, in [0, 1].
+        cy, cx: [N] integer centre rows and columns.
+    """
+    cut = math.sqrt(1.0 - _check_lam(lam))
+    ch, cw = int(h * cut), int(w * cut)
+    y0, y1 = (cy - ch // 2).clamp(0, h), (cy + ch // 2).clamp(0, h)
+    x0, x1 = (cx - cw // 2).clamp(0, w), (cx + cw // 2).clamp(0, w)
+    return torch.stack([y0, y1, x0, x1], dim=1).long()  # [N, 4]
+
+
 def box_mask(h: int, w: int, boxes, device=None) -> torch.Tensor:
     """Float32 mask [N, 1, h, w]: 0 inside each box (taken from the partner), 1 elsewhere.
 
     Args:
         h, w: mask size.
         boxes: one ``(y0, y1, x0, x1)`` box (N = 1) or a long tensor [N, 4] of them; ends are exclusive.
-        device: device of the mask.
+        device: device of the mask (default: the boxes' device; Python boxes reach it by a queued copy).
     """
-    b = torch.as_tensor(boxes, dtype=torch.long, device=device).reshape(-1, 4)[:, :, None, None]  # [N, 4, 1, 1]
+    b = boxes if torch.is_tensor(boxes) else torch.tensor(boxes, dtype=torch.long)
+    b = _to_device(b.long(), device if device is not None else b.device).reshape(-1, 4)[:, :, None, None]
     ys = torch.arange(h, device=b.device)[None, :, None]  # [1, h, 1]
     xs = torch.arange(w, device=b.device)[None, None, :]  # [1, 1, w]
     inside = (ys >= b[:, 0]) & (ys < b[:, 1]) & (xs >= b[:, 2]) & (xs < b[:, 3])  # [N, h, w]
@@ -114,7 +132,7 @@ def fmix_mask(n: int, h: int, w: int, lam: float, generator: torch.Generator | N
     k = int(round(lam * h * w))
     top = noise.topk(k, dim=1).indices  # [n, k], the k largest (no full sort)
     mask = torch.zeros(n, h * w, device=dev).scatter_(1, top, 1.0)
-    return mask.reshape(n, 1, h, w).to(device if device is not None else dev)
+    return _to_device(mask.reshape(n, 1, h, w), device if device is not None else dev)
 
 
 def _scale_to_mass(g: torch.Tensor, target: float) -> torch.Tensor:
@@ -157,7 +175,7 @@ def smooth_mask(n: int, h: int, w: int, lam: float, generator: torch.Generator |
     xs = torch.arange(w, device=dev, dtype=torch.float32)[None, None, :] + 0.5
     bump = torch.exp(-0.5 * (((ys - cy) / (sig * h)) ** 2 + ((xs - cx) / (sig * w)) ** 2))  # [n, h, w]
     partner = _scale_to_mass(bump.reshape(n, h * w), 1.0 - lam)
-    return (1.0 - partner).reshape(n, 1, h, w).to(device if device is not None else dev)
+    return _to_device((1.0 - partner).reshape(n, 1, h, w), device if device is not None else dev)
 
 
 def grid_mask(n: int, h: int, w: int, lam: float, generator: torch.Generator | None = None, *,
@@ -178,7 +196,7 @@ def grid_mask(n: int, h: int, w: int, lam: float, generator: torch.Generator | N
     rows = torch.arange(h, device=dev) * g // h  # cell row of each pixel row
     cols = torch.arange(w, device=dev) * g // w
     mask = keep[:, rows][:, :, cols]  # [n, h, w]
-    return mask[:, None].to(device if device is not None else dev)
+    return _to_device(mask[:, None], device if device is not None else dev)
 
 
 def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:

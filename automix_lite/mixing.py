@@ -40,12 +40,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .masks import (_check_lam, _dev, _randint, _uniform, box_mask, cutmix_box, fmix_mask, grid_mask,  # noqa: F401
-                    smooth_mask, spectral_residual_saliency)
+from .masks import (_check_lam, _dev, _randint, _to_device, _uniform, box_mask, cutmix_box,  # noqa: F401
+                    cutmix_boxes_at, fmix_mask, grid_mask, smooth_mask, spectral_residual_saliency)
 
 __all__ = [
     "MixOutput", "mix", "mix_loss", "soft_targets", "MIXERS", "sample_lam", "sample_perm", "mix_images",
-    "cutmix_box", "box_mask", "fmix_mask", "smooth_mask", "grid_mask", "spectral_residual_saliency",
+    "cutmix_box", "cutmix_boxes_at", "box_mask", "fmix_mask", "smooth_mask", "grid_mask", "spectral_residual_saliency",
     "manifold_forward",
 ]
 
@@ -77,7 +77,8 @@ class MixOutput:
 
 # ----------------------------------------------------------------------------- checks and random helpers
 
-def _check_inputs(x, y, alpha) -> None:
+def _check_inputs(x, y, alpha, check_labels: bool = True) -> None:
+    """Types and shapes; with ``check_labels`` also y >= 0, the one check that reads the device."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor [N, C, H, W], got "
                         f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}; convert with x.float()")
@@ -88,15 +89,18 @@ def _check_inputs(x, y, alpha) -> None:
                         f"{type(y).__name__ if not isinstance(y, torch.Tensor) else y.dtype}; use y.long()")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"y must be 1-D with one label per image ({x.shape[0]}), got shape {tuple(y.shape)}")
-    if y.numel() and int(y.min()) < 0:
+    if check_labels and y.numel() and int(y.min()) < 0:
         raise ValueError(f"y must hold class indices >= 0, got min {int(y.min())}; map labels to 0..K-1")
     if not float(alpha) > 0:
         raise ValueError(f"alpha must be > 0 (λ ~ Beta(alpha, alpha)), got {alpha}; use method='vanilla' to not mix")
 
 
-def _reject_extra(name: str, kw: dict) -> None:
+def _reject_extra(name: str, kw: dict) -> bool:
+    """Reject unknown options; return the ``check_labels`` option (default True)."""
+    check_labels = bool(kw.pop("check_labels", True))
     if kw:
         raise TypeError(f"mixer '{name}' got unexpected options {sorted(kw)}; see help(MIXERS['{name}'])")
+    return check_labels
 
 
 def _log_gamma(shape: float, generator) -> float:
@@ -141,18 +145,19 @@ def sample_perm(n: int, generator: torch.Generator | None = None) -> torch.Tenso
     return torch.randperm(n, generator=generator, device=_dev(generator))
 
 
-def _setup(x, y, alpha, lam, generator):
-    """Shared prologue of the pairing mixers: validate, then draw λ (unless forced) and the permutation."""
-    _check_inputs(x, y, alpha)
+def _setup(x, y, alpha, lam, generator, check_labels=True):
+    """Shared prologue of the pairing mixers: validate, then draw λ (unless forced) and the permutation
+    (host draws; the permutation reaches the device by a queued copy, the host never waits)."""
+    _check_inputs(x, y, alpha, check_labels)
     lam = sample_lam(alpha, generator) if lam is None else _check_lam(lam)
-    perm = sample_perm(x.shape[0], generator).to(x.device)
+    perm = _to_device(sample_perm(x.shape[0], generator), x.device)
     return lam, perm
 
 
 def _output(x, y, images, lam, mask, perm, method, stage=None) -> MixOutput:
     if not isinstance(lam, torch.Tensor):
-        lam = torch.full((x.shape[0],), float(lam))
-    return MixOutput(images=images, target_a=y, target_b=y[perm.to(y.device)],
+        lam = torch.full((x.shape[0],), float(lam), device=x.device)  # filled on the device: no copy
+    return MixOutput(images=images, target_a=y, target_b=y[_to_device(perm, y.device)],
                      lam=lam.to(device=x.device, dtype=torch.float32), mask=mask, perm=perm,
                      stage=stage, method=method)
 
@@ -186,8 +191,7 @@ def mix_images(x: torch.Tensor, mask: torch.Tensor, perm: torch.Tensor) -> torch
 
 def vanilla(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
     """No mixing (baseline): images are a copy of x, lam = 1, mask = ones, perm = identity."""
-    _reject_extra("vanilla", kw)
-    _check_inputs(x, y, alpha)
+    _check_inputs(x, y, alpha, _reject_extra("vanilla", kw))
     if lam is not None and _check_lam(lam) != 1.0:
         raise ValueError(f"vanilla does not mix, so lam must be None or 1, got {lam}")
     n, _, h, w = x.shape
@@ -197,8 +201,7 @@ def vanilla(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
 
 def mixup(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
     """MixUp (Zhang et al., ICLR 2018): λ ~ Beta(α, α) per batch, global blend; lam = λ, mask = constant λ."""
-    _reject_extra("mixup", kw)
-    lam, perm = _setup(x, y, alpha, lam, generator)
+    lam, perm = _setup(x, y, alpha, lam, generator, _reject_extra("mixup", kw))
     n, _, h, w = x.shape
     mask = torch.full((n, 1, h, w), lam, device=x.device)
     return _output(x, y, mix_images(x, mask, perm), lam, mask, perm, "mixup")
@@ -206,8 +209,7 @@ def mixup(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
 
 def cutmix(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
     """CutMix (Yun et al., ICCV 2019): λ ~ Beta(α, α), one partner box of area 1 - λ per batch; lam = realised area."""
-    _reject_extra("cutmix", kw)
-    lam, perm = _setup(x, y, alpha, lam, generator)
+    lam, perm = _setup(x, y, alpha, lam, generator, _reject_extra("cutmix", kw))
     n, _, h, w = x.shape
     mask = box_mask(h, w, cutmix_box(h, w, lam, generator), device=x.device).expand(n, 1, h, w).clone()
     return _masked_output(x, y, mask, perm, "cutmix")
@@ -216,8 +218,7 @@ def cutmix(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
 def fmix(x, y, *, alpha=1.0, generator=None, lam=None, decay_power=3.0, **kw) -> MixOutput:
     """FMix (Harris et al., 2020): λ ~ Beta(α, α), per-sample Fourier-noise masks with exactly λ·HW own pixels;
     lam = realised area (λ rounded to whole pixels)."""
-    _reject_extra("fmix", kw)
-    lam, perm = _setup(x, y, alpha, lam, generator)
+    lam, perm = _setup(x, y, alpha, lam, generator, _reject_extra("fmix", kw))
     n, _, h, w = x.shape
     mask = fmix_mask(n, h, w, lam, generator, decay_power=decay_power, device=x.device)
     return _masked_output(x, y, mask, perm, "fmix")
@@ -226,8 +227,7 @@ def fmix(x, y, *, alpha=1.0, generator=None, lam=None, decay_power=3.0, **kw) ->
 def smoothmix(x, y, *, alpha=1.0, generator=None, lam=None, sigma_range=(0.25, 0.5), **kw) -> MixOutput:
     """SmoothMix (Lee et al., CVPR-W 2020): λ ~ Beta(α, α), per-sample soft Gaussian partner bump of mass 1 - λ;
     lam = realised mask mean."""
-    _reject_extra("smoothmix", kw)
-    lam, perm = _setup(x, y, alpha, lam, generator)
+    lam, perm = _setup(x, y, alpha, lam, generator, _reject_extra("smoothmix", kw))
     n, _, h, w = x.shape
     mask = smooth_mask(n, h, w, lam, generator, sigma_range=sigma_range, device=x.device)
     return _masked_output(x, y, mask, perm, "smoothmix")
@@ -236,8 +236,7 @@ def smoothmix(x, y, *, alpha=1.0, generator=None, lam=None, sigma_range=(0.25, 0
 def gridmix(x, y, *, alpha=1.0, generator=None, lam=None, cells=(2, 8), **kw) -> MixOutput:
     """GridMix (Baek et al., Pattern Recognition 2021): λ ~ Beta(α, α), each grid cell from the partner with
     probability 1 - λ; lam = realised own area per sample."""
-    _reject_extra("gridmix", kw)
-    lam, perm = _setup(x, y, alpha, lam, generator)
+    lam, perm = _setup(x, y, alpha, lam, generator, _reject_extra("gridmix", kw))
     n, _, h, w = x.shape
     mask = grid_mask(n, h, w, lam, generator, cells=cells, device=x.device)
     return _masked_output(x, y, mask, perm, "gridmix")
@@ -246,10 +245,9 @@ def gridmix(x, y, *, alpha=1.0, generator=None, lam=None, cells=(2, 8), **kw) ->
 def resizemix(x, y, *, alpha=1.0, generator=None, lam=None, scale=(0.1, 0.8), **kw) -> MixOutput:
     """ResizeMix (Qin et al., 2020): the partner shrunk to a patch of scale τ ~ U(0.1, 0.8) (α unused; forced lam
     gives τ = sqrt(1 - lam)) pasted at a random place; lam = own area 1 - patch area."""
-    _reject_extra("resizemix", kw)
-    _check_inputs(x, y, alpha)
+    _check_inputs(x, y, alpha, _reject_extra("resizemix", kw))
     tau = _uniform(generator, *scale) if lam is None else math.sqrt(1.0 - _check_lam(lam))
-    perm = sample_perm(x.shape[0], generator).to(x.device)
+    perm = _to_device(sample_perm(x.shape[0], generator), x.device)
     n, _, h, w = x.shape
     ph, pw = int(round(tau * h)), int(round(tau * w))
     y0, x0 = _randint(generator, h - ph + 1), _randint(generator, w - pw + 1)
@@ -265,12 +263,10 @@ def resizemix(x, y, *, alpha=1.0, generator=None, lam=None, scale=(0.1, 0.8), **
 def saliencymix(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
     """SaliencyMix (Uddin et al., ICLR 2021): λ ~ Beta(α, α), a CutMix box of area 1 - λ centred on the partner's
     spectral-residual saliency peak, pasted at the same place; lam = realised area per sample."""
-    _reject_extra("saliencymix", kw)
-    lam, perm = _setup(x, y, alpha, lam, generator)
+    lam, perm = _setup(x, y, alpha, lam, generator, _reject_extra("saliencymix", kw))
     n, _, h, w = x.shape
-    peak = spectral_residual_saliency(x).flatten(1).argmax(1)[perm].tolist()  # partner's peak, flat index
-    boxes = [cutmix_box(h, w, lam, center=(p // w, p % w)) for p in peak]
-    mask = box_mask(h, w, boxes, device=x.device)
+    peak = spectral_residual_saliency(x).flatten(1).argmax(1)[perm]  # [N] partner's peak, flat index (device)
+    mask = box_mask(h, w, cutmix_boxes_at(h, w, lam, peak // w, peak % w))  # boxes computed on the device
     return _masked_output(x, y, mask, perm, "saliencymix")
 
 
@@ -278,8 +274,7 @@ def manifoldmix(x, y, *, alpha=1.0, generator=None, lam=None, stages=(0, 1, 2, 3
                 **kw) -> MixOutput:
     """ManifoldMix (Verma et al., ICML 2019): λ ~ Beta(α, α) per batch, mixed later at a hidden stage drawn from
     ``stages`` (below ``num_stages`` if given); images = copy of x, mask None, lam = λ. Use manifold_forward."""
-    _reject_extra("manifoldmix", kw)
-    lam, perm = _setup(x, y, alpha, lam, generator)
+    lam, perm = _setup(x, y, alpha, lam, generator, _reject_extra("manifoldmix", kw))
     choices = [int(s) for s in stages if num_stages is None or int(s) < num_stages]
     if not choices:
         raise ValueError(f"no stage in {tuple(stages)} is below num_stages={num_stages}")
@@ -295,8 +290,12 @@ MIXERS: dict[str, Mixer] = {
 
 
 def mix(x: torch.Tensor, y: torch.Tensor, method: str | Mixer, *, alpha: float = 1.0,
-        generator: torch.Generator | None = None, **kwargs) -> MixOutput:
+        generator: torch.Generator | None = None, check_labels: bool = True, **kwargs) -> MixOutput:
     """Mix a batch with a named method from MIXERS or any mixer callable (e.g. a frozen AutoMix mixer).
+
+    Nothing here waits for the device (draws are made on ``generator``, a CPU one keeps them on the host)
+    except the check that labels are >= 0; a trainer that validated its labels once passes
+    ``check_labels=False``.
 
     Args:
         x: [N, C, H, W] float images (never modified in place).
@@ -304,6 +303,7 @@ def mix(x: torch.Tensor, y: torch.Tensor, method: str | Mixer, *, alpha: float =
         method: a name in MIXERS or a callable ``mixer(x, y, *, alpha, generator, **kwargs) -> MixOutput``.
         alpha: Beta(alpha, alpha) concentration for λ.
         generator: optional torch.Generator for every random draw.
+        check_labels: check y >= 0 (reads the labels from the device).
         **kwargs: passed to the mixer, e.g. ``lam=0.7`` to force the ratio.
     """
     if isinstance(method, str):
@@ -316,7 +316,9 @@ def mix(x: torch.Tensor, y: torch.Tensor, method: str | Mixer, *, alpha: float =
         fn = method
     else:
         raise TypeError(f"method must be a name in MIXERS or a callable, got {type(method).__name__}")
-    _check_inputs(x, y, alpha)
+    _check_inputs(x, y, alpha, check_labels)
+    if fn in MIXERS.values():  # validated above: the built-in mixer need not read the labels again
+        kwargs["check_labels"] = False
     out = fn(x, y, alpha=alpha, generator=generator, **kwargs)
     if not isinstance(out, MixOutput):
         raise TypeError(f"mixer {method!r} returned {type(out).__name__}, expected MixOutput")
@@ -325,20 +327,23 @@ def mix(x: torch.Tensor, y: torch.Tensor, method: str | Mixer, *, alpha: float =
 
 # ----------------------------------------------------------------------------- losses and feature-level mixing
 
-def mix_loss(logits: torch.Tensor, out: MixOutput, smoothing: float = 0.0) -> torch.Tensor:
+def mix_loss(logits: torch.Tensor, out: MixOutput, smoothing: float = 0.0, *,
+             check_labels: bool = True) -> torch.Tensor:
     """Mean over the batch of λ_i · CE(logits_i, target_a_i) + (1 - λ_i) · CE(logits_i, target_b_i), in float32.
 
     Args:
         logits: [N, K] class scores.
         out: the MixOutput the logits were computed from.
         smoothing: label smoothing applied to each CE term, in [0, 1).
+        check_labels: check that both targets lie in [0, K) (reads them from the device; a trainer that
+            validated its labels once passes False).
     """
     if logits.dim() != 2 or logits.shape[0] != out.target_a.shape[0]:
         raise ValueError(f"logits must be [N, K] with N = {out.target_a.shape[0]}, got {tuple(logits.shape)}")
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}")
     k = logits.shape[1]
-    for t in (out.target_a, out.target_b):
+    for t in (out.target_a, out.target_b) if check_labels else ():
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= k):
             raise ValueError(f"labels must lie in [0, {k}) for logits with {k} classes, got min {int(t.min())} "
                              f"max {int(t.max())}; build the model with num_classes > {int(t.max())}")

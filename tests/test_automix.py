@@ -139,7 +139,8 @@ def _reference_step(model, x, y, d, w_mask):
     mask_mb = model.mix_block(z, d.lam_mb, d.perm_mb, size)
     mask_bb = model.mix_block(z, d.lam_bb, d.perm_bb, size).detach()
     if d.fallback:
-        mask_bb = torch.cat([torch.full_like(mask_bb[:, :1], d.lam_bb), torch.full_like(mask_bb[:, :1], 1 - d.lam_bb)], 1)
+        own, partner = torch.full_like(mask_bb[:, :1], d.lam_bb), torch.full_like(mask_bb[:, :1], 1 - d.lam_bb)
+        mask_bb = torch.cat([own, partner], 1)
     loss_mask = mask_loss(mask_mb, d.lam_mb, model.mask_loss_mode, model.mask_loss_margin)
     x_mb = x * mask_mb[:, 0:1] + x[d.perm_mb] * mask_mb[:, 1:2]
     x_bb = x * mask_bb[:, 0:1] + x[d.perm_bb] * mask_bb[:, 1:2]
