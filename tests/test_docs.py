@@ -44,13 +44,16 @@ def tracked_files() -> list[str]:
         files = [f for f in out.splitlines() if f]
     except (OSError, subprocess.CalledProcessError):  # not a git checkout (e.g. an sdist): walk the sources
         files = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file()
-                 and not any(part.startswith(".") or part in {"runs", "__pycache__"} or part.endswith("egg-info")
+                 and not any(part.startswith(".") or part in {"runs", "data", "build", "dist", "__pycache__"}
+                             or part.endswith("egg-info")
                              for part in p.relative_to(ROOT).parts)]
     return sorted(f for f in files if (ROOT / f).is_file())
 
 
 def _text(rel: str) -> str | None:
     try:
+        if (ROOT / rel).stat().st_size > 4_000_000:
+            return None  # large data files (datasets, weights) are not documentation
         return (ROOT / rel).read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError):
         return None  # binary (figures, archives)
