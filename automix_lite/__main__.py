@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a checkpoint on its validation set")
     ev.add_argument("--checkpoint", required=True, help="checkpoint.pt (or a run folder)")
     ev.add_argument("--data-dir", default=None, help="override the dataset folder stored in the checkpoint")
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     sub.add_parser("presets", help="list the presets and their main settings")
     return parser
 
@@ -108,10 +108,9 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    import torch
-
     from .checkpoint import find_resume_checkpoint, load_checkpoint
     from .data import build_loaders
+    from .runtime import resolve_device
     from .train import build_model, evaluate
 
     ckpt = load_checkpoint(find_resume_checkpoint(args.checkpoint))
@@ -120,8 +119,7 @@ def _cmd_eval(args) -> int:
     _, val_loader, _, info = build_loaders(cfg)
     model = build_model(cfg, ckpt["num_classes"], info.in_chans)
     model.load_state_dict(ckpt["model"])
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     top1 = evaluate(model.to(device), val_loader, device)
     print(json.dumps({"checkpoint": str(args.checkpoint), "epoch": ckpt["epoch"], "top1": top1}, indent=2))
     return 0
@@ -143,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"automix_lite: error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:  # NonFiniteLossError, CheckpointError: clear messages, no traceback needed
-        if type(e).__name__ not in ("NonFiniteLossError", "CheckpointError"):
+        if type(e).__name__ not in ("NonFiniteLossError", "CheckpointError", "DeviceUnavailableError"):
             raise
         print(f"automix_lite: error: {e}", file=sys.stderr)
         return 1

@@ -176,3 +176,71 @@ def test_quick_preset_end_to_end(tmp_path):
         assert (out / name).is_file()
     assert m["best_median_top1"] > 80.0  # digits: 10 classes, chance is 10 %
     assert "best head" in proc.stdout
+
+
+# ------------------------------------------------------------------ host reads per step (issue: no sync per step)
+class _HostReads:
+    """Counts conversions to Python numbers (``item``, ``float()``, ``bool()``, ``tolist`` ...) of tensors derived
+    from a training batch: the batch is tainted when the step's forward starts and the taint follows every torch
+    op, so draws from the CPU generator (λ, permutations) and the weights are not counted; on a GPU each counted
+    read is a host-device synchronisation."""
+
+    READS = {"item", "__float__", "__int__", "__bool__", "__index__", "tolist", "numpy"}
+
+    def __init__(self):
+        import weakref
+
+        from torch.overrides import TorchFunctionMode
+        from torch.utils._pytree import tree_leaves
+
+        outer, self.count, self._tainted, self._ref = self, 0, {}, weakref.ref
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                hit = any(outer.is_tainted(a) for a in tree_leaves((args, kwargs)))
+                if hit and getattr(func, "__name__", "") in outer.READS:
+                    outer.count += 1
+                result = func(*args, **kwargs)
+                if hit:
+                    for r in tree_leaves(result):
+                        outer.taint(r)
+                return result
+
+        self.mode = Mode()
+
+    def taint(self, t) -> None:
+        if isinstance(t, torch.Tensor):
+            self._tainted[id(t)] = self._ref(t)
+
+    def is_tainted(self, t) -> bool:
+        ref = self._tainted.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return ref is not None and ref() is t
+
+
+@pytest.mark.parametrize("method", ["vanilla", "automix"])
+def test_one_host_read_per_step_except_log_steps(tmp_path, monkeypatch, method):
+    import importlib
+
+    engine = importlib.import_module("automix_lite.engine")
+    reads = _HostReads()
+    starts, per_step = {}, {}
+    orig = engine.StepModule.forward
+
+    def forward(self, x, y, step, total_steps, generator):
+        reads.taint(x)
+        reads.taint(y)
+        starts[step + 1] = reads.count
+        return orig(self, x, y, step, total_steps, generator)
+
+    class Count:
+        def on_step_end(self, state):
+            per_step[state.step] = reads.count - starts[state.step]
+
+    monkeypatch.setattr(engine.StepModule, "forward", forward)
+    cfg = _fake(tmp_path, method=method, epochs=2, log_every=3)
+    with reads.mode:
+        train(cfg, callbacks=[Count()], figures=False, progress="text")  # the bar reads the loss on log steps
+    assert sorted(per_step) == list(range(1, 9))
+    for step, n in per_step.items():
+        assert n == (2 if step % 3 == 0 else 1), (step, per_step)  # the finite check (+ the logged loss)

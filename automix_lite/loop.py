@@ -1,0 +1,386 @@
+"""The training loop in named parts, read top-down: ``setup_run`` (data, model, optimizer, AMP, resume) ->
+``fit`` (epochs until done; an interrupt writes a resumable checkpoint) -> ``run_epoch`` -> ``train_step``, with
+``end_epoch`` (record, evaluation, checkpoint), ``snapshot`` / ``save`` and ``finish`` (the summary).
+
+Host synchronisation: on the per-step path the loop reads one value from the device, the non-finite check (with
+DDP the skip and stop flags of all ranks, reduced together); the losses are summed on the device and read at the
+end of the epoch, when a checkpoint is written, or when a callback (the progress bar every ``log_every`` steps)
+reads ``TrainState.losses``. Labels are range-checked once per dataset here, not per batch.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from .automix import AutoMix
+from .callbacks import CallbackList, TrainState
+from .checkpoint import (atomic_json, environment_info, find_resume_checkpoint, load_checkpoint, rng_state,
+                         save_checkpoint, set_aside_previous_run, set_rng_state, versions_info)
+from .config import TrainConfig
+from .data import build_loaders
+from .engine import (StepModule, build_model, check_compatible, evaluate, head_names, param_groups, set_lr,
+                     summarize)
+from .runtime import Interrupt, LazyScalars, read_scalars, resolve_amp, seed_everything
+
+__all__ = ["Run", "StepResult", "NonFiniteLossError", "setup_run", "fit", "run_epoch", "train_step", "end_epoch",
+           "snapshot", "save", "finish", "check_labels"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped after too many consecutive non-finite losses."""
+
+
+@dataclass
+class Run:
+    """Everything one run holds: what ``setup_run`` built, the position (epoch, batch, step), the reliability
+    counters, and the running sums of the current epoch (device tensors, read at the epoch's end)."""
+
+    cfg: TrainConfig
+    device: torch.device
+    rank: int
+    world_size: int
+    out: Path
+    train_loader: Any
+    val_loader: Any
+    sampler: Any
+    info: Any
+    num_classes: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    generator: torch.Generator  # λ / permutation draws, one stream per rank
+    steps_per_epoch: int = 0  # a full epoch's batches, fixed at set-up (a resumed sampler's length is shorter)
+    runner: nn.Module | None = None  # the StepModule, DDP-wrapped under torchrun
+    labels_checked: bool = False
+    epoch: int = 0
+    batch: int = 0  # position inside the epoch
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    nonfinite_total: int = 0
+    consecutive: int = 0
+    partial: dict | None = None  # the running sums of an epoch interrupted mid-way (from a checkpoint)
+    sums: dict[str, Any] = field(default_factory=dict)
+    count: int = 0
+    nonfinite_epoch: int = 0
+    t_epoch: float = 0.0
+    t_before: float = 0.0
+    loader_state: torch.Tensor | None = None
+    ema_momentum: float | None = None  # AutoMix: the momentum of the last EMA update
+    torn: bool = False  # a KeyboardInterrupt now would leave a half-updated model: write no checkpoint
+    buffers: list[torch.Tensor] = field(default_factory=list)  # BN statistics, restored when a step is skipped
+    saved_buffers: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.cfg.epochs
+
+    @property
+    def loader_gen(self) -> torch.Generator | None:
+        return self.train_loader.generator  # draws the workers' base seed when an epoch's iterator starts
+
+
+# ------------------------------------------------------------------ setup
+def setup_run(cfg: TrainConfig, device: torch.device, rank: int, world_size: int, out: Path) -> Run:
+    """Data, model, optimizer, AMP and generators, then the resume state; identical weights on every rank."""
+    seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
+    train_loader, val_loader, sampler, info = build_loaders(cfg, distributed=world_size > 1, rank=rank,
+                                                            world_size=world_size, device=device)
+    num_classes = cfg.num_classes or info.num_classes
+    model = build_model(cfg, num_classes, info.in_chans).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    amp_dtype = resolve_amp(cfg.amp, device)
+    run = Run(cfg=cfg, device=device, rank=rank, world_size=world_size, out=out, train_loader=train_loader,
+              val_loader=val_loader, sampler=sampler, info=info, num_classes=num_classes, model=model,
+              optimizer=optimizer, amp_dtype=amp_dtype, steps_per_epoch=len(train_loader),
+              scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+              generator=torch.Generator().manual_seed(cfg.seed * 1000 + rank))
+    run.labels_checked = all([check_labels(train_loader.dataset, num_classes, "train"),
+                              check_labels(val_loader.dataset, num_classes, "validation")])
+    resume_path = find_resume_checkpoint(cfg.resume) if cfg.resume else None
+    if resume_path is not None:
+        restore(run, resume_path)
+    if rank == 0:
+        _start_run_folder(run, resume_path)
+    run.runner = StepModule(model, cfg)
+    if run.distributed:
+        run.runner = nn.parallel.DistributedDataParallel(
+            run.runner, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.switch_off > 0 or cfg.method == "manifoldmix")
+    if cfg.compile:
+        for b in [model.backbone_q, model.backbone_k] if isinstance(model, AutoMix) else [model.backbone]:
+            b.compile()
+    run.buffers = list(model.buffers())
+    run.saved_buffers = [b.clone() for b in run.buffers]
+    return run
+
+
+def check_labels(dataset, num_classes: int, split: str) -> bool:
+    """Range-check a dataset's labels once (``dataset.targets``), so no batch needs a check that reads the
+    device. Returns False when the dataset exposes no ``targets`` (then the per-batch checks stay on)."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        return False
+    t = torch.as_tensor(targets)
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise ValueError(f"{split} labels must lie in [0, {num_classes}), got min {int(t.min())} max {int(t.max())}; "
+                         "set num_classes to the dataset's number of classes (or None = from the data).")
+    return True
+
+
+def restore(run: Run, path: Path) -> None:
+    """Load weights, optimizer, scaler, position, history, counters and every RNG state from a checkpoint."""
+    cfg, rank = run.cfg, run.rank
+    ckpt = load_checkpoint(path, cfg.resume)
+    check_compatible(ckpt, cfg, run.num_classes)
+    try:
+        run.model.load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ValueError(f"the checkpoint {str(path)!r} does not fit this model/optimizer: "
+                         f"{str(e).splitlines()[0]}. Resume with the config it was written with (the CLI "
+                         "reads it from the checkpoint when --preset is omitted).") from e
+    if ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.epoch, run.batch, run.step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
+    run.history, run.nonfinite_total = list(ckpt.get("history", [])), ckpt.get("nonfinite_total", 0)
+    run.consecutive, run.partial = ckpt.get("consecutive_nonfinite", 0), ckpt.get("partial_epoch")
+    set_rng_state(ckpt["rng"][rank] if isinstance(ckpt["rng"], list) else ckpt["rng"], run.generator)
+    if ckpt.get("loader_generator") is not None and run.loader_gen is not None:
+        run.loader_gen.set_state(ckpt["loader_generator"])
+    if rank == 0:
+        print(f"[automix_lite] resumed from {path} at epoch {run.epoch} batch {run.batch} step {run.step}")
+
+
+def _start_run_folder(run: Run, resume_path: Path | None) -> None:
+    """A new run sets an earlier run's files aside; ``metrics.jsonl`` always equals the history this run continues
+    (a fallback to an older checkpoint drops the lines of the epochs after it)."""
+    if resume_path is None or resume_path.parent.resolve() != run.out.resolve():
+        set_aside_previous_run(run.out)
+    with open(run.out / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(record) + "\n" for record in run.history)
+
+
+# ------------------------------------------------------------------ the loop
+def fit(run: Run, callbacks: CallbackList, state: TrainState) -> None:
+    """Epochs until ``cfg.epochs``. SIGTERM / a first Ctrl-C: finish the step, write a resumable checkpoint at the
+    current position, re-raise ``KeyboardInterrupt``; an interrupt inside a step (torn state) writes nothing."""
+    run.model.train()
+    with Interrupt() as interrupt:
+        try:
+            while run.epoch < run.cfg.epochs:
+                run_epoch(run, callbacks, state, interrupt)
+                end_epoch(run, callbacks, state)
+        except KeyboardInterrupt:
+            if run.torn:
+                if run.rank == 0:
+                    print(f"[automix_lite] stopped inside step {run.step}; no checkpoint written for it. Resume "
+                          f"from the last epoch checkpoint: resume={str(run.out)!r}.", file=sys.stderr, flush=True)
+                raise
+            save(run, tag=f"interrupt-step{run.step:07d}")  # mid-epoch, every RNG state included
+            if run.rank == 0:
+                print(f"[automix_lite] interrupted at step {run.step}; resumable checkpoint written to {run.out}. "
+                      f"Resume with resume={str(run.out)!r} (CLI: --resume {run.out}).", file=sys.stderr, flush=True)
+            raise
+
+
+def _begin_epoch(run: Run) -> None:
+    if run.sampler is not None:
+        run.sampler.set_epoch(run.epoch)
+        run.sampler.set_start(run.batch * run.train_loader.batch_size)
+    run.sums, run.count, run.nonfinite_epoch, run.t_epoch, run.t_before = {}, 0, 0, time.time(), 0.0
+    if run.partial:  # resumed mid-epoch: continue the interrupted epoch's averages
+        p, run.partial = run.partial, None
+        run.sums, run.count, run.nonfinite_epoch, run.t_before = dict(p["sums"]), p["count"], p["nonfinite"], p["time"]
+    if run.loader_gen is not None:
+        run.loader_state = run.loader_gen.get_state()  # before this epoch's iterator draws from it
+
+
+def run_epoch(run: Run, callbacks: CallbackList, state: TrainState, interrupt: Interrupt) -> None:
+    """The steps of one epoch (from ``run.batch`` when resumed mid-epoch); callbacks after each step."""
+    _begin_epoch(run)
+    state.epoch, state.batch_in_epoch = run.epoch, run.batch
+    callbacks("on_epoch_start", state)
+    batches = iter(run.train_loader)
+    while True:
+        run.torn = True  # a KeyboardInterrupt from here to the end of the step leaves torn state
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            break
+        out = train_step(run, x, y, interrupt.requested)
+        run.torn = False
+        state.step, state.batch_in_epoch, state.losses = run.step, run.batch, LazyScalars(out.losses)
+        state.images, state.mask, state.perm = out.images, out.mask, out.perm
+        if run.ema_momentum is not None:
+            state.metrics["ema_momentum"] = run.ema_momentum
+        callbacks("on_step_end", state)
+        if out.stop or (interrupt.requested and not run.distributed):
+            raise KeyboardInterrupt("SIGTERM or Ctrl-C")
+    run.torn = True  # until this epoch's checkpoint is written
+
+
+class StepResult(NamedTuple):
+    """One step's outputs: scalar losses (detached, still on the device), the batch on the device, its pixel
+    mask and permutation (None without a pixel mix), and whether all ranks agreed to stop."""
+
+    losses: dict[str, torch.Tensor]
+    images: torch.Tensor
+    mask: torch.Tensor | None
+    perm: torch.Tensor | None
+    stop: bool
+
+
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, stop_requested: bool) -> StepResult:
+    """One optimisation step on a batch (forward, the finite check, backward, optimizer, EMA).
+    A non-finite loss skips the step entirely (no update, BN statistics restored) and counts it."""
+    cfg, device = run.cfg, run.device
+    set_lr(run.optimizer, cfg, run.epoch, run.batch, run.steps_per_epoch)
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+        out, mask, perm = run.runner(x, y, run.step, run.total_steps, run.generator)
+    loss = out["loss"]
+    run.optimizer.zero_grad(set_to_none=True)
+    finite, stop = _agree(run, loss, stop_requested)
+    if finite:
+        _update(run, loss)
+    else:
+        _skip(run)
+    run.step += 1
+    run.batch += 1
+    losses = {k: v.detach() for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}
+    if finite:  # summed on the device (float64, as Python floats would be); read at the epoch's end
+        for k, v in losses.items():
+            run.sums[k] = run.sums.get(k, 0.0) + v.to(torch.float64)
+        run.count += 1
+    return StepResult(losses, x.detach(), mask, perm, stop)
+
+
+def _agree(run: Run, loss: torch.Tensor, stop_requested: bool) -> tuple[bool, bool]:
+    """(finite, stop) with one host read; under DDP every rank must agree to skip and to stop, or DDP deadlocks."""
+    if not run.distributed:
+        return bool(torch.isfinite(loss.detach())), False
+    flags = torch.stack([(~torch.isfinite(loss.detach())).float(),
+                         torch.full((), float(stop_requested), device=loss.device)])
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    bad, stop = flags.tolist()
+    return not bad > 0, stop > 0
+
+
+def _update(run: Run, loss: torch.Tensor) -> None:
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    if isinstance(run.model, AutoMix):
+        run.ema_momentum = run.model.momentum_update(run.step, run.total_steps)
+    run.consecutive = 0
+    if run.buffers:
+        torch._foreach_copy_(run.saved_buffers, run.buffers)
+
+
+def _skip(run: Run) -> None:
+    """Skip the step entirely: no update, and the BN statistics of this forward undone; stop after too many."""
+    if run.buffers:
+        torch._foreach_copy_(run.buffers, run.saved_buffers)
+    run.consecutive += 1
+    run.nonfinite_epoch += 1
+    run.nonfinite_total += 1
+    cfg = run.cfg
+    if run.rank == 0:
+        print(f"[automix_lite] non-finite loss at step {run.step}: optimizer step skipped "
+              f"({run.consecutive} in a row, limit {cfg.max_nonfinite})", file=sys.stderr)
+    if run.consecutive >= max(cfg.max_nonfinite, 1):
+        run.torn = False
+        raise NonFiniteLossError(
+            f"{run.consecutive} consecutive non-finite losses (last at step {run.step}); training stopped. The last "
+            f"good checkpoint in {str(run.out)!r} is intact: lower lr, use amp='off' or check the data, then resume "
+            "from it.")
+
+
+# ------------------------------------------------------------------ end of an epoch, checkpoints, summary
+def end_epoch(run: Run, callbacks: CallbackList, state: TrainState) -> None:
+    """The epoch's record (mean losses, lr, EMA momentum, top-1 of every head when due), ``metrics.jsonl``, the
+    epoch checkpoint, then ``on_epoch_end``."""
+    cfg = run.cfg
+    run.batch = 0
+    run.epoch += 1
+    record = {"epoch": run.epoch, "step": run.step, "time": run.t_before + time.time() - run.t_epoch,
+              "lr": {g["name"]: g["lr"] for g in run.optimizer.param_groups},
+              "train": {k: v / max(run.count, 1) for k, v in read_scalars(run.sums).items()},
+              "nonfinite": run.nonfinite_epoch}
+    if isinstance(run.model, AutoMix):
+        record["ema_momentum"] = run.model.momentum_at(run.step, run.total_steps)
+    if run.epoch % cfg.eval_every == 0 or run.epoch == cfg.epochs:
+        record["val"] = evaluate(run.model, run.val_loader, run.device, run.amp_dtype, run.distributed,
+                                 cfg.channels_last)
+    run.history.append(record)
+    if run.rank == 0:
+        with open(run.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if "val" in record:
+            vals = " ".join(f"{k}={v:.2f}" for k, v in record["val"].items())
+            print(f"[automix_lite] epoch {run.epoch}/{cfg.epochs} loss={record['train'].get('loss', 0):.4f}"
+                  f" val top-1: {vals} ({record['time']:.1f}s)", flush=True)
+    save(run, tag=f"epoch{run.epoch:04d}")
+    run.torn = False
+    state.metrics.update(record)
+    callbacks("on_epoch_end", state)
+
+
+def snapshot(run: Run) -> dict:
+    """Everything an exact resume needs at the current position (a collective under DDP: every rank calls it)."""
+    rng = rng_state(run.generator)
+    if run.distributed:
+        gathered = [None] * run.world_size
+        dist.all_gather_object(gathered, rng)
+        rng = gathered
+    mid = 0 < run.batch
+    loader_gen = run.loader_gen
+    return {"format": 2, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+            # the learning rate is a pure function of (epoch, batch): cosine_lr, no scheduler object
+            "scheduler": {"kind": run.cfg.sched, "by_epoch": run.cfg.sched_by_epoch,
+                          "lr": {g["name"]: g["lr"] for g in run.optimizer.param_groups}},
+            "epoch": run.epoch, "batch_in_epoch": run.batch, "step": run.step, "history": run.history, "rng": rng,
+            "loader_generator": None if loader_gen is None else (run.loader_state if mid else loader_gen.get_state()),
+            "partial_epoch": {"sums": read_scalars(run.sums), "count": run.count, "nonfinite": run.nonfinite_epoch,
+                              "time": run.t_before + time.time() - run.t_epoch} if mid else None,
+            "nonfinite_total": run.nonfinite_total, "consecutive_nonfinite": run.consecutive,
+            "config": run.cfg.to_dict(), "num_classes": run.num_classes, "model_class": type(run.model).__name__,
+            "versions": versions_info(), "environment": environment_info(run.device, run.world_size)}
+
+
+def save(run: Run, tag: str) -> None:
+    snap = snapshot(run)  # collective under DDP
+    if run.rank == 0:
+        save_checkpoint(snap, run.out, tag=tag, keep=run.cfg.keep_checkpoints)
+
+
+def finish(run: Run, wall_time_s: float) -> dict[str, Any]:
+    """The run's summary (``metrics.json``, written on rank 0): history, medians of the last k epochs per head,
+    the best head, environment."""
+    cfg = run.cfg
+    metrics = {"config": cfg.to_dict(), "history": run.history, "nonfinite_total": run.nonfinite_total,
+               "wall_time_s": wall_time_s, "environment": environment_info(run.device, run.world_size),
+               "method": cfg.method, "num_classes": run.num_classes,
+               **summarize(run.history, head_names(run.model), cfg.median_last_k)}
+    if run.rank == 0:
+        atomic_json(run.out / "metrics.json", metrics)
+    return metrics
