@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 import torch.nn as nn
 
 from .config import TrainConfig
 
-__all__ = ["TrainState", "Callback", "CallbackList", "ProgressBar", "FiguresCallback", "HOOKS"]
+__all__ = ["TrainState", "Callback", "CallbackList", "ProgressBar", "FiguresCallback", "draw_figures",
+           "draw_state_figures", "HOOKS"]
 
 HOOKS = ("on_epoch_start", "on_step_end", "on_epoch_end", "on_train_end")
 
@@ -126,11 +127,22 @@ class ProgressBar(Callback):
 class FiguresCallback(Callback):
     """Writes ``curves.png`` (losses and top-1 per epoch) and, for every method with a pixel mask, ``masks.png``
     (real validation images, their partners, the masks, the mixes; AutoMix: the trained Mix Block at λ = 0.5 with
-    the next image as partner) into the run folder when training ends. ``train`` adds it on rank 0."""
+    the next image as partner) into the run folder when training ends. ``train`` adds it on rank 0.
+
+    Args:
+        draw: ``draw(state)`` replaces the drawing (default: ``draw_state_figures``).
+    """
+
+    def __init__(self, draw: Callable[[TrainState], None] | None = None):
+        self.draw = draw or draw_state_figures
 
     def on_train_end(self, state: TrainState) -> None:
-        draw_figures(state.model, state.cfg, state.val_loader, state.info, state.history, Path(state.out),
-                     state.device)
+        self.draw(state)
+
+
+def draw_state_figures(state: TrainState) -> None:
+    """``draw_figures`` for the run a ``TrainState`` describes."""
+    draw_figures(state.model, state.cfg, state.val_loader, state.info, state.history, Path(state.out), state.device)
 
 
 def draw_figures(model, cfg: TrainConfig, val_loader, info, history, out: Path, device) -> None:
