@@ -243,3 +243,13 @@ def test_the_public_api_section_names_every_export():
     section = (ROOT / "docs/README.md").read_text(encoding="utf-8").split("## Public API", 1)[1]
     missing = [n for n in automix_lite.__all__ if n != "__version__" and not re.search(rf"`{n}\b", section)]
     assert not missing, f"exported but not in docs/README.md#public-api: {missing}"
+
+
+def test_without_git_the_source_files_are_walked(monkeypatch):
+    def no_git(*_a, **_k):
+        raise OSError("git not installed")
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    files = tracked_files()
+    assert {"README.md", "docs/README.md", "automix_lite/automix.py", SELF} <= set(files)
+    assert not any(f.startswith((".git/", "runs/")) or "__pycache__" in f for f in files)
