@@ -7,7 +7,8 @@
   file inside the repository and, for a ``.md`` target, an existing heading anchor (GitHub's slug rule).
 * Every ``docs/<page>.md#anchor`` cited in a docstring, comment or notebook must exist too.
 * The presets table of ``docs/recipes.md`` states what ``PRESETS`` holds; the ``metrics.json`` table of
-  ``docs/evaluation.md`` names every key a run writes; ``docs/README.md`` names every export.
+  ``docs/evaluation.md`` names every key a run writes; ``docs/README.md`` names every export; every module,
+  file and function the docs cite exists.
 """
 from __future__ import annotations
 
@@ -253,3 +254,18 @@ def test_without_git_the_source_files_are_walked(monkeypatch):
     files = tracked_files()
     assert {"README.md", "docs/README.md", "automix_lite/automix.py", SELF} <= set(files)
     assert not any(f.startswith((".git/", "runs/")) or "__pycache__" in f for f in files)
+
+
+def test_code_the_docs_cite_exists():
+    import importlib
+
+    bad = []
+    for page in sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]:
+        text = page.read_text(encoding="utf-8")
+        for path in set(re.findall(r"\b((?:automix_lite|tests|benchmarks|notebooks)/[\w/.-]+\.(?:py|ipynb|md))", text)):
+            if not (ROOT / path).is_file():
+                bad.append(f"{page.name}: {path} does not exist")
+        for mod, name in set(re.findall(r"\bautomix_lite\.(\w+)\.(\w+)", text)):
+            if not hasattr(importlib.import_module(f"automix_lite.{mod}"), name):
+                bad.append(f"{page.name}: automix_lite.{mod}.{name} does not exist")
+    assert not bad, "\n".join(bad)
