@@ -1,0 +1,120 @@
+"""The graphed step's CPU twin (the code a CUDA graph records, run eagerly) equals today's eager step."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from automix_lite.automix import AutoMix
+from automix_lite.graphed import GraphedStep, graphed_step
+from automix_lite.mixing import mix, mix_loss
+from automix_lite.models import Classifier
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    if not a.is_floating_point():
+        return 0.0 if torch.equal(a, b) else float("inf")
+    return float((a - b).double().norm()) / max(float(b.double().norm()), 1e-30)
+
+
+def _batches(steps, n=6, size=16, classes=5):
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(n, 3, size, size, generator=g), torch.randint(0, classes, (n,), generator=g))
+            for _ in range(steps)]
+
+
+def _sgd(params):
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+
+@pytest.mark.parametrize("kw", [{"lam_margin": 0.3}, {"switch_off": 0.5, "mask_adjust": 0.5, "lam_concat": True}])
+def test_automix_twin_equals_eager_training_step(kw):
+    """Losses, parameters and buffers after 4 steps (SGD with momentum + EMA): every tensor within 1e-6 of
+    the eager path (relative, per tensor norm). The one rounding difference: the EMA's momentum is a device
+    scalar (m·k, then + (1-m)·q) where the eager update uses a Python float (k·m + (1-m)·q fused)."""
+    torch.manual_seed(0)
+    eager = AutoMix("resnet_tiny_cifar", 5, **kw)
+    twin_model = copy.deepcopy(eager)
+    opt_e = _sgd(eager.online_parameters() + eager.mix_block_parameters())
+    opt_t = _sgd(twin_model.online_parameters() + twin_model.mix_block_parameters())
+    twin = GraphedStep(twin_model, opt_t, total_steps=10)
+    assert not twin.use_graph
+    g_e, g_t = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for step, (x, y) in enumerate(_batches(4)):
+        out_e = eager.training_step(x, y, step, 10, generator=g_e)
+        opt_e.zero_grad(set_to_none=True)
+        out_e["loss"].backward()
+        opt_e.step()
+        m = eager.momentum_update(step, 10)
+        out_t = twin(x, y, step, g_t)
+        assert out_t["lam_mb"] == out_e["lam_mb"].item() and out_t["ema_momentum"] == m
+        for key in ("loss", "loss_one_q", "loss_mix_q", "loss_mix_k", "loss_mask"):
+            assert _rel(out_t[key], out_e[key].detach()) <= 1e-6, (step, key)
+        assert torch.equal(out_t["perm_mb"], out_e["perm_mb"])
+    a, b = twin_model.state_dict(), eager.state_dict()
+    worst = max((_rel(a[k], b[k]), k) for k in a)
+    assert worst[0] <= 1e-6, worst
+
+
+def test_automix_twin_is_bitwise_before_the_first_ema_change():
+    """With momentum 1 (no EMA) nothing differs in rounding: the twin is bitwise the eager step."""
+    torch.manual_seed(0)
+    eager = AutoMix("resnet_tiny_cifar", 5, momentum=1.0, end_momentum=1.0)
+    twin_model = copy.deepcopy(eager)
+    opt_e, opt_t = _sgd(eager.online_parameters() + eager.mix_block_parameters()), \
+        _sgd(twin_model.online_parameters() + twin_model.mix_block_parameters())
+    twin = GraphedStep(twin_model, opt_t, total_steps=10)
+    g_e, g_t = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    for step, (x, y) in enumerate(_batches(3)):
+        out_e = eager.training_step(x, y, step, 10, generator=g_e)
+        opt_e.zero_grad(set_to_none=True)
+        out_e["loss"].backward()
+        opt_e.step()
+        eager.momentum_update(step, 10)
+        out_t = twin(x, y, step, g_t)
+        assert torch.equal(out_t["loss"], out_e["loss"].detach())
+    a, b = twin_model.state_dict(), eager.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("method", ["vanilla", "mixup", "cutmix"])
+def test_classifier_twin_equals_eager(method):
+    torch.manual_seed(0)
+    eager = Classifier("resnet_tiny_cifar", 5)
+    twin_model = copy.deepcopy(eager)
+    opt_e, opt_t = _sgd(list(eager.parameters())), _sgd(list(twin_model.parameters()))
+    twin = GraphedStep(twin_model, opt_t, total_steps=10, method=method, smoothing=0.1)
+    g_e, g_t = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    for step, (x, y) in enumerate(_batches(3)):
+        if method == "vanilla":
+            loss = F.cross_entropy(eager(x).float(), y, label_smoothing=0.1)
+        else:
+            out = mix(x, y, method, generator=g_e)
+            loss = mix_loss(eager(out.images), out, 0.1)
+        opt_e.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_e.step()
+        assert torch.equal(twin(x, y, step, g_t)["loss"], loss.detach())
+    a, b = twin_model.state_dict(), eager.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_graphed_step_refusals_and_benchmark_helper():
+    model = AutoMix("resnet_tiny_cifar", 5)
+    opt = _sgd(model.online_parameters())
+    with pytest.raises(NotImplementedError, match="GradScaler"):
+        GraphedStep(model, opt, total_steps=10, amp_dtype=torch.float16)
+    with pytest.raises(TypeError, match="AutoMix"):
+        GraphedStep(model, opt, total_steps=10, method="mixup")
+    with pytest.raises(NotImplementedError, match="manifoldmix"):
+        GraphedStep(Classifier("resnet_tiny_cifar", 5), opt, total_steps=10, method="manifoldmix")
+    with pytest.raises(ValueError, match="CUDA"):
+        GraphedStep(model, opt, total_steps=10, use_graph=True)
+    x, y = _batches(1)[0]
+    step = graphed_step(model, opt, x, y, method="automix", total_steps=10)
+    out = step(0)
+    assert torch.isfinite(out["loss"])
+    twin = GraphedStep(model, opt, total_steps=10)
+    twin(x, y, 0)
+    with pytest.raises(ValueError, match="static shapes"):
+        twin(x[:4], y[:4], 1)
