@@ -44,6 +44,7 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 MASK_LOSS_MODES = ("L1", "L1+Variance", "L2+Variance", "Sparsity")
 MASK_LOSS_SCHEDULES = ("constant", "cosine", "upstream")
 UPSAMPLE_MODES = ("nearest", "bilinear", "bicubic")
+ONLINE_PASSES = ("auto", "fused", "separate")
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True,
                "false": False, "0": False, "no": False, "off": False}
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -81,6 +82,9 @@ class TrainConfig:
         mask_loss_weight, mask_loss_margin, mask_loss_mode, mask_loss_schedule: Mix Block mask loss;
             schedule ``'upstream'`` reproduces OpenMixup's compounding ImageNet hook (docs/algorithm.md#mask-loss).
         lam_margin, lam_concat, reduction, upsample, switch_off, mask_adjust: AutoMix / Mix Block.
+        online_pass: how AutoMix's online encoder sees the clean batch and the backbone's mix: ``'separate'``
+            (two passes), ``'fused'`` (one 2N pass, BatchNorm statistics per half: equal results, fewer kernel
+            launches), ``'auto'`` (fused on CUDA, else separate). See ``AutoMix(online_pass=...)``.
         mb_lr, mb_min_lr, mb_momentum: Mix Block optimiser (``None`` = same as the backbone;
             ``mb_min_lr=None`` = follow the main schedule).
         ema_bn_buffers: also EMA the BN buffers of the momentum encoder (OpenMixup: no).
@@ -143,6 +147,7 @@ class TrainConfig:
     switch_off: float = 0.0
     mask_adjust: float = 0.0
     ema_bn_buffers: bool = False
+    online_pass: str = "auto"
     # runtime
     amp: str = "auto"
     channels_last: bool = False
@@ -238,6 +243,7 @@ class TrainConfig:
         choice("mask_loss_mode", MASK_LOSS_MODES)
         choice("mask_loss_schedule", MASK_LOSS_SCHEDULES)
         choice("upsample", UPSAMPLE_MODES)
+        choice("online_pass", ONLINE_PASSES)
         need(bool(_DEVICE_RE.match(self.device)),
              f"device={self.device!r} should be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
         model_error = _check_model(self.model)

@@ -64,33 +64,37 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
                        mask_loss_schedule=cfg.mask_loss_schedule, lam_margin=cfg.lam_margin,
                        lam_concat=cfg.lam_concat, reduction=cfg.reduction, upsample=cfg.upsample,
                        mask_adjust=cfg.mask_adjust, switch_off=cfg.switch_off,
-                       ema_bn_buffers=cfg.ema_bn_buffers, in_chans=in_chans)
+                       ema_bn_buffers=cfg.ema_bn_buffers, online_pass=cfg.online_pass, in_chans=in_chans)
     return Classifier(cfg.model, num_classes, in_chans=in_chans)
 
 
 class StepModule(nn.Module):
     """Wraps a model so one training step's forward is a ``forward`` call (what DDP needs to sync gradients).
     Returns ``(losses, mask, perm)``: the scalar losses (``loss`` is the one to minimise), the pixel mask and
-    the permutation of the batch's mix (None for vanilla)."""
+    the permutation of the batch's mix (None for vanilla).
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig):
+    ``check_labels``: range-check each batch's labels (a read of the device); the trainer turns it off once it
+    has checked the whole dataset's labels (``loop.check_labels``)."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, check_labels: bool = True):
         super().__init__()
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.check_labels = model, cfg, check_labels
 
     def forward(self, x, y, step: int, total_steps: int, generator: torch.Generator):
+        check = self.check_labels
         if isinstance(self.model, AutoMix):
-            out = self.model.training_step(x, y, step, total_steps, generator=generator)
+            out = self.model.training_step(x, y, step, total_steps, generator=generator, check_labels=check)
             return out, out["mask_mb"], out["perm_mb"]
-        if self.cfg.method == "vanilla":
+        if self.cfg.method == "vanilla":  # cross_entropy itself rejects out-of-range labels
             logits = self.model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.smoothing)
             return {"loss": loss}, None, None
-        mixed = mix(x, y, self.cfg.method, alpha=self.cfg.alpha, generator=generator)
+        mixed = mix(x, y, self.cfg.method, alpha=self.cfg.alpha, generator=generator, check_labels=check)
         if self.cfg.method == "manifoldmix":
             logits = manifold_forward(self.model, x, mixed)
         else:
             logits = self.model(mixed.images)
-        return {"loss": mix_loss(logits, mixed, self.cfg.smoothing)}, mixed.mask, mixed.perm
+        return {"loss": mix_loss(logits, mixed, self.cfg.smoothing, check_labels=check)}, mixed.mask, mixed.perm
 
 
 def head_names(model: nn.Module) -> tuple[str, ...]:

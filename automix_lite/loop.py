@@ -117,7 +117,7 @@ def setup_run(cfg: TrainConfig, device: torch.device, rank: int, world_size: int
         restore(run, resume_path)
     if rank == 0:
         _start_run_folder(run, resume_path)
-    run.runner = StepModule(model, cfg)
+    run.runner = StepModule(model, cfg, check_labels=not run.labels_checked)
     if run.distributed:
         run.runner = nn.parallel.DistributedDataParallel(
             run.runner, device_ids=[device.index] if device.type == "cuda" else None,

@@ -185,7 +185,8 @@ class _HostReads:
     op, so draws from the CPU generator (λ, permutations) and the weights are not counted; on a GPU each counted
     read is a host-device synchronisation."""
 
-    READS = {"item", "__float__", "__int__", "__bool__", "__index__", "tolist", "numpy"}
+    READS = {"item", "__float__", "__int__", "__bool__", "__index__", "tolist", "numpy", "nonzero", "equal",
+             "masked_select", "unique", "unique_consecutive", "argwhere"}
 
     def __init__(self):
         import weakref
@@ -218,7 +219,7 @@ class _HostReads:
         return ref is not None and ref() is t
 
 
-@pytest.mark.parametrize("method", ["vanilla", "automix"])
+@pytest.mark.parametrize("method", ["vanilla", "automix", "mixup", "cutmix"])
 def test_one_host_read_per_step_except_log_steps(tmp_path, monkeypatch, method):
     import importlib
 
@@ -244,3 +245,24 @@ def test_one_host_read_per_step_except_log_steps(tmp_path, monkeypatch, method):
     assert sorted(per_step) == list(range(1, 9))
     for step, n in per_step.items():
         assert n == (2 if step % 3 == 0 else 1), (step, per_step)  # the finite check (+ the logged loss)
+
+
+def test_labels_are_checked_once_per_dataset():
+    from types import SimpleNamespace
+
+    from automix_lite.loop import check_labels
+
+    assert check_labels(SimpleNamespace(targets=[0, 3, 1]), 4, "train") is True
+    assert check_labels(SimpleNamespace(), 4, "train") is False  # no targets: the per-batch checks stay on
+    with pytest.raises(ValueError, match=r"train labels must lie in \[0, 4\), got min 0 max 4"):
+        check_labels(SimpleNamespace(targets=torch.tensor([0, 4])), 4, "train")
+
+
+def test_online_pass_reaches_the_model():
+    from automix_lite.train import build_model
+
+    for mode in ("auto", "fused", "separate"):
+        model = build_model(TrainConfig.preset("quick", online_pass=mode), 10, 3)
+        assert model.online_pass == mode
+    with pytest.raises(ValueError, match="online_pass='fast' is not one of auto, fused, separate"):
+        TrainConfig.preset("quick", online_pass="fast")
