@@ -164,6 +164,9 @@ class GraphedStep:
         if self.method == "automix" and self.model.momentum < 1:
             for q, k in self.model._pairs():
                 _ema_tensor_(list(k.parameters()), list(q.parameters()), s["ema"])
+                if self.model.ema_bn_buffers:
+                    pairs = [(bk, bq) for bk, bq in zip(k.buffers(), q.buffers()) if bk.is_floating_point()]
+                    _ema_tensor_([b[0] for b in pairs], [b[1] for b in pairs], s["ema"])
         return {k: v.detach() for k, v in out.items() if torch.is_tensor(v)}
 
     def _hyperparameters(self) -> tuple:

@@ -181,11 +181,12 @@ def test_step_equals_the_reference_transcription_bitwise(name, kw):
     lib = AutoMix(name, 5, **kw)
     ref = copy.deepcopy(lib)
     g = torch.Generator().manual_seed(1)
-    passes_k = 0
+    passes_k, seen = 0, set()
     for step in range(3):
         x, y = _batch(n=6, size=32, seed=step)
         d = lib.draw(6, g)
         passes_k += d.train_mb
+        seen.add(d.fallback if "lam_margin" in kw else d.train_mb)
         out = lib.step_losses(x, y, lib.device_draws(d, x.device, 0.1), train_mb=d.train_mb)
         want = _reference_step(ref, x, y, d, 0.1)
         for key in want:
@@ -197,6 +198,7 @@ def test_step_equals_the_reference_transcription_bitwise(name, kw):
     a, b = _state(lib), _state(ref)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert int(lib.backbone_k.layer4[0].bn1.num_batches_tracked) == 3 + passes_k  # clean batch + each mb mix
+    assert seen == {False, True}  # both sides of the λ-margin fallback (tiny) / of switch_off (resnet18) ran
 
 
 def test_full_momentum_pass_updates_later_bn_twice_and_early_stop_once():

@@ -27,7 +27,8 @@ def _sgd(params):
     return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
 
 
-@pytest.mark.parametrize("kw", [{"lam_margin": 0.3}, {"switch_off": 0.5, "mask_adjust": 0.5, "lam_concat": True}])
+@pytest.mark.parametrize("kw", [{"lam_margin": 0.3},
+                                {"switch_off": 0.5, "mask_adjust": 0.5, "lam_concat": True, "ema_bn_buffers": True}])
 def test_automix_twin_equals_eager_training_step(kw):
     """Losses, parameters and buffers after 4 steps (SGD with momentum + EMA): every tensor within 1e-6 of
     the eager path (relative, per tensor norm). The one rounding difference: the EMA's momentum is a device

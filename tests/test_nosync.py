@@ -103,7 +103,7 @@ def test_label_checks_are_reads_and_on_by_default(reads):
 
 
 @pytest.mark.parametrize("kw", [{}, {"lam_concat": True, "mask_adjust": 0.5, "switch_off": 0.8,
-                                     "no_repeat_perm": True}])
+                                     "no_repeat_perm": True, "online_pass": "fused"}])
 def test_training_step_does_not_read_the_device(reads, kw):
     torch.manual_seed(0)
     model = AutoMix("resnet_tiny_cifar", 10, **kw)
