@@ -95,6 +95,8 @@ class GraphedStep:
         self.use_graph = device.type == "cuda" if use_graph is None else use_graph
         if self.use_graph and device.type != "cuda":
             raise ValueError("use_graph=True needs the model on a CUDA device")
+        if self.use_graph and warmup < 1:  # e.g. SGD creates its momentum buffers on its first step
+            raise ValueError("a captured step needs warmup >= 1 eager steps to create the optimizer's state")
         self.device, self.calls = device, 0
         self._static: dict[str, torch.Tensor] | None = None
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict]] = {}
@@ -176,7 +178,8 @@ class GraphedStep:
     def _capture(self, train_mb: bool) -> tuple[torch.cuda.CUDAGraph, dict]:
         self.optimizer.zero_grad(set_to_none=True)  # backward allocates the grads inside the graph's pool
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: a DataLoader's pin-memory thread may keep working while this thread captures
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             out = self._body(train_mb)
         return graph, out
 

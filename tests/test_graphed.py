@@ -27,54 +27,49 @@ def _sgd(params):
     return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
 
 
+def _run_pair(steps, seed, **kw):
+    """An AutoMix trained eagerly (training_step, SGD, momentum_update) and a copy trained by the graphed
+    step's CPU twin, on the same batches and generator seeds; yields (eager out, twin out, EMA m) per step."""
+    torch.manual_seed(0)
+    eager = AutoMix("resnet_tiny_cifar", 5, **kw)
+    twin_model = copy.deepcopy(eager)
+    opt_e = _sgd(eager.online_parameters() + eager.mix_block_parameters())
+    twin = GraphedStep(twin_model, _sgd(twin_model.online_parameters() + twin_model.mix_block_parameters()),
+                       total_steps=10)
+    assert not twin.use_graph
+    g_e, g_t = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    outs = []
+    for step, (x, y) in enumerate(_batches(steps)):
+        out_e = eager.training_step(x, y, step, 10, generator=g_e)
+        opt_e.zero_grad(set_to_none=True)
+        out_e["loss"].backward()
+        opt_e.step()
+        m = eager.momentum_update(step, 10)
+        out_t = {k: v.clone() if torch.is_tensor(v) else v for k, v in twin(x, y, step, g_t).items()}
+        outs.append((out_e, out_t, m))  # (the twin's outputs live in static buffers: cloned to keep)
+    return eager.state_dict(), twin_model.state_dict(), outs
+
+
 @pytest.mark.parametrize("kw", [{"lam_margin": 0.3},
                                 {"switch_off": 0.5, "mask_adjust": 0.5, "lam_concat": True, "ema_bn_buffers": True}])
 def test_automix_twin_equals_eager_training_step(kw):
     """Losses, parameters and buffers after 4 steps (SGD with momentum + EMA): every tensor within 1e-6 of
     the eager path (relative, per tensor norm). The one rounding difference: the EMA's momentum is a device
     scalar (m·k, then + (1-m)·q) where the eager update uses a Python float (k·m + (1-m)·q fused)."""
-    torch.manual_seed(0)
-    eager = AutoMix("resnet_tiny_cifar", 5, **kw)
-    twin_model = copy.deepcopy(eager)
-    opt_e = _sgd(eager.online_parameters() + eager.mix_block_parameters())
-    opt_t = _sgd(twin_model.online_parameters() + twin_model.mix_block_parameters())
-    twin = GraphedStep(twin_model, opt_t, total_steps=10)
-    assert not twin.use_graph
-    g_e, g_t = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    for step, (x, y) in enumerate(_batches(4)):
-        out_e = eager.training_step(x, y, step, 10, generator=g_e)
-        opt_e.zero_grad(set_to_none=True)
-        out_e["loss"].backward()
-        opt_e.step()
-        m = eager.momentum_update(step, 10)
-        out_t = twin(x, y, step, g_t)
+    b, a, outs = _run_pair(4, 3, **kw)
+    for step, (out_e, out_t, m) in enumerate(outs):
         assert out_t["lam_mb"] == out_e["lam_mb"].item() and out_t["ema_momentum"] == m
         for key in ("loss", "loss_one_q", "loss_mix_q", "loss_mix_k", "loss_mask"):
             assert _rel(out_t[key], out_e[key].detach()) <= 1e-6, (step, key)
         assert torch.equal(out_t["perm_mb"], out_e["perm_mb"])
-    a, b = twin_model.state_dict(), eager.state_dict()
     worst = max((_rel(a[k], b[k]), k) for k in a)
     assert worst[0] <= 1e-6, worst
 
 
-def test_automix_twin_is_bitwise_before_the_first_ema_change():
+def test_automix_twin_is_bitwise_without_ema():
     """With momentum 1 (no EMA) nothing differs in rounding: the twin is bitwise the eager step."""
-    torch.manual_seed(0)
-    eager = AutoMix("resnet_tiny_cifar", 5, momentum=1.0, end_momentum=1.0)
-    twin_model = copy.deepcopy(eager)
-    opt_e, opt_t = _sgd(eager.online_parameters() + eager.mix_block_parameters()), \
-        _sgd(twin_model.online_parameters() + twin_model.mix_block_parameters())
-    twin = GraphedStep(twin_model, opt_t, total_steps=10)
-    g_e, g_t = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    for step, (x, y) in enumerate(_batches(3)):
-        out_e = eager.training_step(x, y, step, 10, generator=g_e)
-        opt_e.zero_grad(set_to_none=True)
-        out_e["loss"].backward()
-        opt_e.step()
-        eager.momentum_update(step, 10)
-        out_t = twin(x, y, step, g_t)
-        assert torch.equal(out_t["loss"], out_e["loss"].detach())
-    a, b = twin_model.state_dict(), eager.state_dict()
+    b, a, outs = _run_pair(3, 1, momentum=1.0, end_momentum=1.0)
+    assert all(torch.equal(out_t["loss"], out_e["loss"].detach()) for out_e, out_t, _ in outs)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
