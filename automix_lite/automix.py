@@ -334,7 +334,7 @@ class AutoMix(nn.Module):
             for m, _ in modes:
                 m.eval()
             with torch.no_grad():
-                return self.mix_block(self.feature_map(x), lam, perm.to(x.device), x.shape[-2:])
+                return self.mix_block(self.feature_map(x), lam, _to_device(perm, x.device), x.shape[-2:])
         finally:
             for m, was in modes:
                 m.train(was)
@@ -494,7 +494,7 @@ class AutoMixAugment:
                  generator: torch.Generator | None = None, lam: float | None = None, **_) -> MixOutput:
         _check_batch(x, y, self.model.num_classes, self.model.in_chans)
         lam = sample_lam(alpha or self.model.alpha, generator) if lam is None else float(lam)
-        perm = sample_perm(x.shape[0], generator).to(x.device)
+        perm = _to_device(sample_perm(x.shape[0], generator), x.device)
         mask = self.model.generate_mask(x, lam, perm)  # [N, 2, H, W]
         if self.adjust:
             mask = self.model._adjust(mask, lam)
