@@ -85,6 +85,10 @@ class TrainConfig:
         online_pass: how AutoMix's online encoder sees the clean batch and the backbone's mix: ``'separate'``
             (two passes), ``'fused'`` (one 2N pass, BatchNorm statistics per half: equal results, fewer kernel
             launches), ``'auto'`` (fused on CUDA, else separate). See ``AutoMix(online_pass=...)``.
+        cuda_graph: run AutoMix's whole step (forward, backward, SGD, EMA) as one CUDA graph
+            (``automix_lite.graphed.GraphedStep``) on a CUDA device; elsewhere the same code runs eagerly (its
+            twin: same numbers, no speed-up). Needs method 'automix', one GPU (no DDP), bf16 or fp32 (not fp16),
+            ``sched_by_epoch`` and no ``compile``; a non-finite loss stops the run instead of being skipped.
         mb_lr, mb_min_lr, mb_momentum: Mix Block optimiser (``None`` = same as the backbone;
             ``mb_min_lr=None`` = follow the main schedule).
         ema_bn_buffers: also EMA the BN buffers of the momentum encoder (OpenMixup: no).
@@ -148,6 +152,7 @@ class TrainConfig:
     mask_adjust: float = 0.0
     ema_bn_buffers: bool = False
     online_pass: str = "auto"
+    cuda_graph: bool = False
     # runtime
     amp: str = "auto"
     channels_last: bool = False
@@ -244,6 +249,13 @@ class TrainConfig:
         choice("mask_loss_schedule", MASK_LOSS_SCHEDULES)
         choice("upsample", UPSAMPLE_MODES)
         choice("online_pass", ONLINE_PASSES)
+        if self.cuda_graph:
+            need(self.method == "automix", f"cuda_graph=True graphs the AutoMix step only (method={self.method!r}).")
+            need(self.amp != "fp16", "cuda_graph=True cannot use amp='fp16' (it needs a GradScaler); use 'bf16' "
+                                     "or 'off'.")
+            need(not self.compile, "cuda_graph=True and compile=True are alternatives; pick one.")
+            need(self.sched_by_epoch, "cuda_graph=True needs sched_by_epoch=True (a learning rate changing every "
+                                      "step would re-capture the graph every step).")
         need(bool(_DEVICE_RE.match(self.device)),
              f"device={self.device!r} should be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
         model_error = _check_model(self.model)

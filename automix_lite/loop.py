@@ -6,6 +6,10 @@ Host synchronisation: on the per-step path the loop reads one value from the dev
 DDP the skip and stop flags of all ranks, reduced together); the losses are summed on the device and read at the
 end of the epoch, when a checkpoint is written, or when a callback (the progress bar every ``log_every`` steps)
 reads ``TrainState.losses``. Labels are range-checked once per dataset here, not per batch.
+
+``cfg.cuda_graph``: the step goes through ``graphed.GraphedStep`` (AutoMix's forward, backward, SGD and EMA as one
+CUDA graph; the same code eagerly off CUDA), which updates before the loss is seen: a non-finite loss then stops
+the run instead of being skipped.
 """
 from __future__ import annotations
 
@@ -60,6 +64,7 @@ class Run:
     generator: torch.Generator  # λ / permutation draws, one stream per rank
     steps_per_epoch: int = 0  # a full epoch's batches, fixed at set-up (a resumed sampler's length is shorter)
     runner: nn.Module | None = None  # the StepModule, DDP-wrapped under torchrun
+    graphed: Any = None  # cfg.cuda_graph: a graphed.GraphedStep (CUDA graph on CUDA, its eager twin elsewhere)
     labels_checked: bool = False
     epoch: int = 0
     batch: int = 0  # position inside the epoch
@@ -127,7 +132,23 @@ def setup_run(cfg: TrainConfig, device: torch.device, rank: int, world_size: int
             b.compile()
     run.buffers = list(model.buffers())
     run.saved_buffers = [b.clone() for b in run.buffers]
+    if cfg.cuda_graph:
+        run.graphed = make_graphed_step(run)
     return run
+
+
+def make_graphed_step(run: Run):
+    """``cfg.cuda_graph``: forward, backward, optimizer step and EMA of AutoMix as one CUDA graph on CUDA (its
+    eager twin, the same code and numbers, on other devices). Refuses what the graph cannot do."""
+    from .graphed import GraphedStep
+
+    if run.distributed:
+        raise ValueError("cuda_graph=True runs on one GPU (no DDP under torchrun); set cuda_graph=False.")
+    if run.amp_dtype == torch.float16:
+        raise ValueError("cuda_graph=True cannot use fp16 autocast (it needs a GradScaler): amp resolved to fp16 "
+                         "on this GPU (compute capability < 8); set amp='off' or cuda_graph=False.")
+    return GraphedStep(run.model, run.optimizer, total_steps=run.total_steps, method=run.cfg.method,
+                       alpha=run.cfg.alpha, smoothing=run.cfg.smoothing, amp_dtype=run.amp_dtype)
 
 
 def check_labels(dataset, num_classes: int, split: str) -> bool:
@@ -254,23 +275,47 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, stop_requested: bool)
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
-        out, mask, perm = run.runner(x, y, run.step, run.total_steps, run.generator)
-    loss = out["loss"]
-    run.optimizer.zero_grad(set_to_none=True)
-    finite, stop = _agree(run, loss, stop_requested)
-    if finite:
-        _update(run, loss)
+    if run.graphed is not None:
+        losses, mask, perm, finite, stop = _graphed_update(run, x, y, stop_requested)
     else:
-        _skip(run)
+        with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+            out, mask, perm = run.runner(x, y, run.step, run.total_steps, run.generator)
+        loss = out["loss"]
+        run.optimizer.zero_grad(set_to_none=True)
+        finite, stop = _agree(run, loss, stop_requested)
+        if finite:
+            _update(run, loss)
+        else:
+            _skip(run)
+        losses = {k: v.detach() for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}
     run.step += 1
     run.batch += 1
-    losses = {k: v.detach() for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}
     if finite:  # summed on the device (float64, as Python floats would be); read at the epoch's end
         for k, v in losses.items():
             run.sums[k] = run.sums.get(k, 0.0) + v.to(torch.float64)
         run.count += 1
     return StepResult(losses, x.detach(), mask, perm, stop)
+
+
+_GRAPHED_DRAWS = ("lam_mb", "lam_bb", "mask_loss_weight", "fallback", "mb_trained")  # as training_step logs them
+
+
+def _graphed_update(run: Run, x: torch.Tensor, y: torch.Tensor, stop_requested: bool):
+    """The whole step through ``run.graphed``; the update is applied before the loss can be seen, so a non-finite
+    loss cannot be skipped: it stops the run (the last epoch checkpoint stays intact)."""
+    out = run.graphed(x, y, run.step, run.generator)
+    losses = {k: v.detach().clone() for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}  # graph outputs
+    losses.update({k: torch.tensor(out[k], dtype=torch.float64 if k.startswith("lam") else torch.float32)
+                   for k in _GRAPHED_DRAWS})  # are overwritten by the next replay: keep copies
+    finite, stop = _agree(run, losses["loss"], stop_requested)
+    if not finite:
+        run.torn = False
+        raise NonFiniteLossError(
+            f"non-finite loss at step {run.step} with cuda_graph=True: the graphed step had already updated the "
+            f"weights, so it cannot be skipped; training stopped. The last epoch checkpoint in {str(run.out)!r} is "
+            "intact: resume from it with cuda_graph=False (which skips such steps), a lower lr or amp='off'.")
+    run.consecutive, run.ema_momentum = 0, out["ema_momentum"]
+    return losses, out["mask_mb"], out["perm_mb"], finite, stop
 
 
 def _agree(run: Run, loss: torch.Tensor, stop_requested: bool) -> tuple[bool, bool]:

@@ -266,3 +266,68 @@ def test_online_pass_reaches_the_model():
         assert model.online_pass == mode
     with pytest.raises(ValueError, match="online_pass='fast' is not one of auto, fused, separate"):
         TrainConfig.preset("quick", online_pass="fast")
+
+
+# ------------------------------------------------------------------ cuda_graph (the eager twin on CPU)
+class _Rows:
+    def __init__(self):
+        self.rows = {}
+
+    def on_step_end(self, state):
+        self.rows[state.step] = dict(state.losses)
+
+
+def test_cuda_graph_twin_in_train_equals_the_eager_step(tmp_path, monkeypatch):
+    """On CPU cuda_graph=True runs GraphedStep's eager twin (the code a CUDA graph records): the same draws, losses,
+    logged keys and final weights as the ordinary step, to float rounding (the EMA's momentum is a device scalar)."""
+    from automix_lite.graphed import GraphedStep
+
+    calls, orig = [], GraphedStep.__call__
+    monkeypatch.setattr(GraphedStep, "__call__", lambda self, *a: calls.append(self.use_graph) or orig(self, *a))
+    kw = dict(epochs=2, train_subset=24, ema_momentum=0.9, ema_end_momentum=0.99)
+    ref, twin = _Rows(), _Rows()
+    a = train(_fake(tmp_path / "a", **kw), callbacks=[ref], figures=False)
+    assert calls == []
+    b = train(_fake(tmp_path / "b", cuda_graph=True, **kw), callbacks=[twin], figures=False)
+    assert calls == [False] * 6  # every step went through the twin (no CUDA here)
+    assert sorted(twin.rows) == sorted(ref.rows) == list(range(1, 7))
+    for step, row in ref.rows.items():
+        assert list(twin.rows[step]) == list(row), step
+        for k, v in row.items():
+            assert math.isclose(v, twin.rows[step][k], rel_tol=1e-5, abs_tol=1e-6), (step, k, v, twin.rows[step][k])
+    for k, v in a.model.state_dict().items():
+        assert torch.allclose(v.float(), b.model.state_dict()[k].float(), rtol=1e-4, atol=1e-5), k
+    assert [h["train"].keys() for h in a.history] == [h["train"].keys() for h in b.history]
+
+
+def test_cuda_graph_stops_at_a_nonfinite_loss(tmp_path, monkeypatch):
+    from automix_lite.graphed import GraphedStep
+    from automix_lite.train import NonFiniteLossError
+
+    orig = GraphedStep.__call__
+
+    def poisoned(self, x, y, step, generator=None):
+        return orig(self, x * float("nan") if step == 5 else x, y, step, generator)
+
+    monkeypatch.setattr(GraphedStep, "__call__", poisoned)
+    cfg = _fake(tmp_path, epochs=2, cuda_graph=True)
+    with pytest.raises(NonFiniteLossError, match="cuda_graph=True.*cannot be skipped"):
+        train(cfg, figures=False)
+    out = Path(cfg.out)
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == 1  # the epoch-1 checkpoint, intact
+    assert not list(out.glob("*interrupt*"))
+
+
+def test_cuda_graph_refusals():
+    from types import SimpleNamespace
+
+    from automix_lite.loop import make_graphed_step
+
+    for kw, fragment in [(dict(method="mixup"), "graphs the AutoMix step only"), (dict(amp="fp16"), "GradScaler"),
+                         (dict(compile=True), "alternatives"), (dict(sched_by_epoch=False), "re-capture")]:
+        with pytest.raises(ValueError, match=fragment):
+            TrainConfig.preset("quick", cuda_graph=True, **kw)
+    with pytest.raises(ValueError, match="no DDP"):
+        make_graphed_step(SimpleNamespace(distributed=True, amp_dtype=None))
+    with pytest.raises(ValueError, match="amp resolved to fp16"):
+        make_graphed_step(SimpleNamespace(distributed=False, amp_dtype=torch.float16))
