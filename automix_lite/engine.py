@@ -1,6 +1,7 @@
 """The pieces a training run is built from: the model for a method, its optimizer groups and cosine learning
-rate (docs/recipes.md#optimiser-and-learning-rates), the step as one ``forward`` (what DDP needs), evaluation of every head (docs/evaluation.md) and the
-run summary. ``automix_lite.loop`` puts them together; each is usable on its own.
+rate (docs/recipes.md#optimiser-and-learning-rates), the step as one ``forward`` (what DDP needs), evaluation of
+every head (docs/evaluation.md) and the run summary. ``automix_lite.loop`` puts them together; each is usable on
+its own.
 """
 from __future__ import annotations
 
