@@ -102,6 +102,10 @@ def _cmd_train(args) -> int:
         final = ", ".join(f"{k} {v:.2f}" for k, v in m["final_top1"].items())
         print(f"[automix_lite] done in {m['wall_time_s']:.0f}s: final top-1 {final}; best head "
               f"{m['best_head']} (median of last {m['k']} epochs: {m['best_median_top1']:.2f}%)")
+    if m.get("diagnostics"):
+        from .diagnostics import format_diagnostics
+
+        print(f"[automix_lite] diagnostics: {format_diagnostics(m['diagnostics'])}")
     print(f"[automix_lite] wrote {result.out}/metrics.json, checkpoint.pt, curves.png"
           + (", masks.png" if cfg.method not in ("vanilla", "manifoldmix") else ""))
     return 0

@@ -30,6 +30,7 @@ from .checkpoint import (atomic_json, environment_info, find_resume_checkpoint, 
                          save_checkpoint, set_aside_previous_run, set_rng_state, versions_info)
 from .config import TrainConfig
 from .data import build_loaders
+from .diagnostics import diagnose
 from .engine import (StepModule, build_model, check_compatible, evaluate, head_names, param_groups, set_lr,
                      summarize)
 from .runtime import Interrupt, LazyScalars, read_scalars, resolve_amp, seed_everything
@@ -420,12 +421,13 @@ def save(run: Run, tag: str) -> None:
 
 def finish(run: Run, wall_time_s: float) -> dict[str, Any]:
     """The run's summary (``metrics.json``, written on rank 0): history, medians of the last k epochs per head,
-    the best head, environment."""
+    the best head, environment, and ``diagnostics`` (mask structure of ``masks.png``, largest top-1 drop)."""
     cfg = run.cfg
     metrics = {"config": cfg.to_dict(), "history": run.history, "nonfinite_total": run.nonfinite_total,
                "wall_time_s": wall_time_s, "environment": environment_info(run.device, run.world_size),
                "method": cfg.method, "num_classes": run.num_classes,
                **summarize(run.history, head_names(run.model), cfg.median_last_k)}
+    metrics["diagnostics"] = diagnose(run.model, run.history, run.val_loader, run.device)  # masks.png std, drops
     if run.rank == 0:
         atomic_json(run.out / "metrics.json", metrics)
     return metrics
