@@ -45,6 +45,7 @@ MASK_LOSS_MODES = ("L1", "L1+Variance", "L2+Variance", "Sparsity")
 MASK_LOSS_SCHEDULES = ("constant", "cosine", "upstream")
 UPSAMPLE_MODES = ("nearest", "bilinear", "bicubic")
 ONLINE_PASSES = ("auto", "fused", "separate")
+ATT_NORMS = (None, "bn", "ln")
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True,
                "false": False, "0": False, "no": False, "off": False}
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -89,6 +90,8 @@ class TrainConfig:
             (``automix_lite.graphed.GraphedStep``) on a CUDA device; elsewhere the same code runs eagerly (its
             twin: same numbers, no speed-up). Needs method 'automix', one GPU (no DDP), bf16 or fp32 (not fp16),
             ``sched_by_epoch`` and no ``compile``; a non-finite loss stops the run instead of being skipped.
+        att_norm: norm after the Mix Block's query/key conv (OpenMixup ``att_norm_cfg``): ``None`` (every
+            ResNet recipe), ``'bn'`` or ``'ln'`` (the ViT recipes).
         mb_lr, mb_min_lr, mb_momentum: Mix Block optimiser (``None`` = same as the backbone;
             ``mb_min_lr=None`` = follow the main schedule).
         ema_bn_buffers: also EMA the BN buffers of the momentum encoder (OpenMixup: no).
@@ -144,6 +147,7 @@ class TrainConfig:
     lam_margin: float = 0.08
     lam_concat: bool = False
     reduction: int = 2
+    att_norm: str | None = None
     upsample: str = "nearest"
     mb_lr: float | None = None
     mb_min_lr: float | None = None
@@ -256,6 +260,7 @@ class TrainConfig:
             need(not self.compile, "cuda_graph=True and compile=True are alternatives; pick one.")
             need(self.sched_by_epoch, "cuda_graph=True needs sched_by_epoch=True (a learning rate changing every "
                                       "step would re-capture the graph every step).")
+        need(self.att_norm in ATT_NORMS, f"att_norm={self.att_norm!r} is not one of None, 'bn', 'ln'.")
         need(bool(_DEVICE_RE.match(self.device)),
              f"device={self.device!r} should be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
         model_error = _check_model(self.model)
@@ -332,12 +337,24 @@ _IMAGENET_R18 = dict(  # OpenMixup configs/classification/imagenet/automix/basic
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Offline CPU demo (~2-3 min on 2 cores): scikit-learn's bundled 8x8 digits upsampled to 32 px.
-    # ~20 steps/epoch, so the EMA horizon 1/(1-m) must be short: 0.999 (1000 steps) would leave the
-    # momentum encoder at its initialisation for the whole run; 0.95 -> 0.999 keeps it a lagging copy.
+    # Offline CPU demo (~2-3 min on 2 cores) that must *show* AutoMix: structured masks, curves without a
+    # collapse (automix_lite.diagnostics measures both). Not an upstream recipe; each departure has a reason:
+    # * digits (1,297 train images of 8x8, bundled with scikit-learn) at 16 px: 8x8 digits lose nothing and a
+    #   step costs ~1/4 of a 32-px step, so ~1,000 steps of 32 fit the time 240 steps of 64 at 32 px took.
+    # * feature_stage=2 (layer2): an 8x8 feature map at 16 px, the map size the CIFAR recipes give the Mix
+    #   Block from layer3 at 32 px (layer3 at 16 px would be 4x4).
+    # * att_norm="bn" (OpenMixup att_norm_cfg): with the N(0, 0.01) init and no norm, q.k ~ 1e-2, the
+    #   attention stays uniform, so every mask is one flat value, for far longer than ~1,000 steps; normalised
+    #   q/k make the attention non-uniform from the first step.
+    # * mb_lr 0.02 -> 0.01: at the backbone's 0.1 the own-area of the masks random-walks into the sigmoid's
+    #   flat ends (all own or all partner) within a few dozen steps and stays there once the classifier is
+    #   confident; the recipes' Mix Block keeps a floor too (mb_min_lr).
+    # * 40 steps per epoch, 960 in all: the EMA horizon 1/(1-m) of 0.999 (1000 steps) would leave the momentum
+    #   encoder at its initialisation for most of the run; 0.95 -> 0.999 keeps it a lagging copy.
     "quick": dict(
-        dataset="digits", img_size=32, in_chans=3, model="resnet_tiny_cifar", method="automix",
-        epochs=12, batch_size=64, lr=0.1, min_lr=0.0, weight_decay=1e-4, momentum=0.9, alpha=2.0,
+        dataset="digits", img_size=16, in_chans=3, model="resnet_tiny_cifar", method="automix",
+        epochs=24, batch_size=32, lr=0.1, min_lr=0.0, weight_decay=1e-4, momentum=0.9, alpha=2.0,
+        feature_stage=2, att_norm="bn", mb_lr=0.02, mb_min_lr=0.01,
         ema_momentum=0.95, ema_end_momentum=0.999, label_noise=0.0, amp="off", workers=0,
         median_last_k=3, log_every=10, out="runs/quick",
     ),

@@ -64,7 +64,7 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
                        mask_loss_mode=cfg.mask_loss_mode, mask_loss_margin=cfg.mask_loss_margin,
                        mask_loss_schedule=cfg.mask_loss_schedule, lam_margin=cfg.lam_margin,
                        lam_concat=cfg.lam_concat, reduction=cfg.reduction, upsample=cfg.upsample,
-                       mask_adjust=cfg.mask_adjust, switch_off=cfg.switch_off,
+                       att_norm=cfg.att_norm, mask_adjust=cfg.mask_adjust, switch_off=cfg.switch_off,
                        ema_bn_buffers=cfg.ema_bn_buffers, online_pass=cfg.online_pass, in_chans=in_chans)
     return Classifier(cfg.model, num_classes, in_chans=in_chans)
 
