@@ -160,8 +160,9 @@ def draw_figures(model, cfg: TrainConfig, val_loader, info, history, out: Path, 
     if x.shape[0] < 2 or cfg.method in ("vanilla", "manifoldmix"):  # nothing mixed in pixel space
         return
     if isinstance(model, AutoMix):
-        perm = torch.roll(torch.arange(x.shape[0], device=device), 1)
-        own = model.generate_mask(x, 0.5, perm)[:, :1]  # [n, 1, H, W], eval mode inside
+        from .diagnostics import figure_masks
+
+        own, perm = figure_masks(model, x)  # [n, 1, H, W] at λ = 0.5, partner = image i-1: what diagnostics measures
         title = "AutoMix"
     else:
         mixed = mix(x, y, cfg.method, alpha=cfg.alpha, generator=torch.Generator().manual_seed(cfg.seed))
