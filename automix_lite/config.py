@@ -340,7 +340,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Offline CPU demo (~2-3 min on 2 cores) that must *show* AutoMix: structured masks, curves without a
     # collapse (automix_lite.diagnostics measures both). Not an upstream recipe; each departure has a reason:
     # * digits (1,297 train images of 8x8, bundled with scikit-learn) at 16 px: 8x8 digits lose nothing and a
-    #   step costs ~1/4 of a 32-px step, so ~1,000 steps of 32 fit the time 240 steps of 64 at 32 px took.
+    #   step costs ~1/4 of a 32-px step: 640 steps of 32 take less time than 240 steps of 64 at 32 px took.
     # * feature_stage=2 (layer2): an 8x8 feature map at 16 px, the map size the CIFAR recipes give the Mix
     #   Block from layer3 at 32 px (layer3 at 16 px would be 4x4).
     # * att_norm="bn" (OpenMixup att_norm_cfg): with the N(0, 0.01) init and no norm, q.k ~ 1e-2, the
@@ -349,11 +349,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # * mb_lr 0.02 -> 0.01: at the backbone's 0.1 the own-area of the masks random-walks into the sigmoid's
     #   flat ends (all own or all partner) within a few dozen steps and stays there once the classifier is
     #   confident; the recipes' Mix Block keeps a floor too (mb_min_lr).
-    # * 40 steps per epoch, 960 in all: the EMA horizon 1/(1-m) of 0.999 (1000 steps) would leave the momentum
+    # * 40 steps per epoch, 640 in all: the EMA horizon 1/(1-m) of 0.999 (1,000 steps) would leave the momentum
     #   encoder at its initialisation for most of the run; 0.95 -> 0.999 keeps it a lagging copy.
     "quick": dict(
         dataset="digits", img_size=16, in_chans=3, model="resnet_tiny_cifar", method="automix",
-        epochs=24, batch_size=32, lr=0.1, min_lr=0.0, weight_decay=1e-4, momentum=0.9, alpha=2.0,
+        epochs=16, batch_size=32, lr=0.1, min_lr=0.0, weight_decay=1e-4, momentum=0.9, alpha=2.0,
         feature_stage=2, att_norm="bn", mb_lr=0.02, mb_min_lr=0.01,
         ema_momentum=0.95, ema_end_momentum=0.999, label_noise=0.0, amp="off", workers=0,
         median_last_k=3, log_every=10, out="runs/quick",
