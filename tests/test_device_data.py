@@ -108,7 +108,7 @@ def test_pillow_pass_order_rule_matters_and_is_followed():
 
 
 def test_in_memory_digits_become_the_same_pixels_on_the_device():
-    train, _, info = build_datasets(TrainConfig.preset("quick", train_subset=50))
+    train, _, info = build_datasets(TrainConfig.preset("quick", train_subset=50, img_size=32))
     data = dd.device_images(train, "cpu", info.in_chans)
     assert data.images.shape == (50, 1, 32, 32) and data.images.dtype == torch.float32  # unpadded core
     p = train.base.pad
