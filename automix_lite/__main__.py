@@ -52,10 +52,10 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         conv, is_bool = _field_type(hints[f.name])
         flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
         if is_bool:  # --amp-like switches: `--download` or `--download false`
-            group.add_argument(*flags, dest=f.name, type=conv, nargs="?", const=True, default=None,
+            group.add_argument(*flags, dest=f.name, type=conv, nargs="?", const=True, default=argparse.SUPPRESS,
                                metavar="BOOL")
-        else:
-            group.add_argument(*flags, dest=f.name, type=conv, default=None, metavar=f.name.upper())
+        else:  # absent flags leave no attribute, so an explicit `none` overrides a preset's value with None
+            group.add_argument(*flags, dest=f.name, type=conv, default=argparse.SUPPRESS, metavar=f.name.upper())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config_from_args(args) -> TrainConfig:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if f.name != "preset_name" and getattr(args, f.name, None) is not None}
+                 if f.name != "preset_name" and hasattr(args, f.name)}
     preset = args.preset
     if preset is None and overrides.get("resume"):
         from .checkpoint import find_resume_checkpoint, load_checkpoint

@@ -152,22 +152,30 @@ def draw_figures(model, cfg: TrainConfig, val_loader, info, history, out: Path, 
     from . import viz
     from .automix import AutoMix
     from .data import denormalize
-    from .mixing import mix, mix_images
+    from .mixing import mix_images
 
     plt.close(viz.plot_curves(history, path=out / "curves.png"))
     x, y = next(iter(val_loader))
     x, y = x[:8].to(device), y[:8].to(device)
     if x.shape[0] < 2 or cfg.method in ("vanilla", "manifoldmix"):  # nothing mixed in pixel space
         return
-    if isinstance(model, AutoMix):
-        from .diagnostics import figure_masks
-
-        own, perm = figure_masks(model, x)  # [n, 1, H, W] at λ = 0.5, partner = image i-1: what diagnostics measures
-        title = "AutoMix"
-    else:
-        mixed = mix(x, y, cfg.method, alpha=cfg.alpha, generator=torch.Generator().manual_seed(cfg.seed))
-        own, perm = mixed.mask, mixed.perm  # [n, 1, H, W], [n]
-        title = cfg.method
+    own, perm, title = figure_mix(model, cfg, x, y)
     images = mix_images(x, own, perm)  # [n, C, H, W]
     plt.close(viz.plot_automix_masks(denormalize(x.cpu(), info), own.cpu(), denormalize(images.cpu(), info),
                                      perm=perm.cpu(), path=out / "masks.png", title=title))
+
+
+def figure_mix(model, cfg, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The masks drawn in ``masks.png``: ``(own [n, 1, H, W], perm [n], title)``. AutoMix: the trained Mix Block
+    at λ = 0.5 (what ``diagnostics`` measures); a hand-crafted mixer: its ``mix`` output for the first seed from
+    ``cfg.seed`` on whose pairing no image is its own partner (a figure that teaches pairs shows distinct ones)."""
+    from . import viz
+    from .automix import AutoMix
+
+    if isinstance(model, AutoMix):
+        from .diagnostics import figure_masks
+
+        own, perm = figure_masks(model, x)  # [n, 1, H, W], partner = image i-1
+        return own, perm, "AutoMix"
+    mixed = viz.mix_distinct_pairs(x, y, cfg.method, seed=cfg.seed, alpha=cfg.alpha)
+    return mixed.mask, mixed.perm, cfg.method  # [n, 1, H, W], [n]

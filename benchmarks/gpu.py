@@ -11,8 +11,8 @@ Sections (``--sections``, default all four, each skipped with a note when ``--bu
   capability 8) and channels-last, no synchronisation inside the step, the mean of ``--steps`` back-to-back steps
   after ``--warmup`` (one ``torch.cuda.synchronize`` before and after the timed block), peak memory. Paths:
   ``eager`` (AutoMix's two online passes run separately where ``online_pass`` exists), ``fused`` (AutoMix
-  ``online_pass="fused"``) and ``graph`` (the CUDA-graph step of ``automix_lite.graphed``); a path the checked-out
-  library lacks is reported as ``n/a`` with the reason.
+  ``online_pass="fused"``) and ``graph`` (the CUDA-graph step of ``automix_lite.graphed``, over the fused
+  pass); a path the checked-out library lacks is reported as ``n/a`` with the reason.
 * ``loader`` -- the train loader alone (``cifar10`` preset, batch 100): the ``DataLoader`` pipeline with
   ``--workers`` vs the data on the device, images/s over ``--loader-s`` seconds, decoding time apart.
 * ``train`` -- ``train()`` with the ``cifar10`` preset on the CIFAR-10 JPEG folder, vanilla and AutoMix, with the
@@ -140,9 +140,10 @@ def time_path(method: str, path: str, model_name: str, x: torch.Tensor, y: torch
     """Mean step time of ``method`` on ``path``: ``{"ms", "img_s", "peak_mem_mb"}`` or ``{"na": reason}``."""
     kwargs = {}
     if method == "automix" and fused_available() is None:
-        kwargs["online_pass"] = "fused" if path == "fused" else "separate"
+        # eager = the two online passes run separately; fused and graph (graph on top of fused) the new paths
+        kwargs["online_pass"] = "separate" if path == "eager" else "fused"
     elif path == "fused":
-        return {"na": fused_available()}
+        return {"na": fused_available() or "the fused online pass is AutoMix's (other methods have one pass)"}
     total = warmup + steps
     runner = None
     try:

@@ -137,3 +137,15 @@ def test_every_known_method_and_model_validates():
     assert {"vanilla", "mixup", "cutmix", "automix"} <= set(_known_methods())
     for model in CIFAR_MODELS + ("resnet18", "resnet50"):
         TrainConfig.preset("quick", model=model)
+
+
+def test_cli_none_overrides_a_preset_value_and_absent_flags_keep_it():
+    from automix_lite.__main__ import _config_from_args, build_parser
+
+    preset = TrainConfig.preset("quick")
+    assert preset.feature_stage is not None and preset.att_norm is not None  # the quick preset sets both
+    kept = _config_from_args(build_parser().parse_args(["train", "--preset", "quick"]))
+    assert kept.feature_stage == preset.feature_stage and kept.att_norm == preset.att_norm
+    cleared = _config_from_args(build_parser().parse_args(
+        ["train", "--preset", "quick", "--feature-stage", "none", "--att-norm", "none", "--epochs", "3"]))
+    assert cleared.feature_stage is None and cleared.att_norm is None and cleared.epochs == 3

@@ -95,3 +95,21 @@ def test_mask_snapshots_survive_a_new_session_through_their_file(tmp_path):
     with pytest.raises(ValueError, match="other pairs"):
         MaskSnapshots(photos, (0.5,), (0.25,), perm=torch.tensor([3, 0, 1, 2]), path=path)
     assert MaskSnapshots(photos, (0.5,), (0.25,)).masks == {}  # no path: nothing loaded
+
+
+def test_masks_png_pairs_of_a_hand_crafted_mixer_are_distinct():
+    """masks.png for a hand-crafted mixer: the first seed from cfg.seed whose pairing has no fixed point."""
+    import torch
+
+    from automix_lite.callbacks import figure_mix
+    from automix_lite.config import TrainConfig
+    from automix_lite.mixing import mix
+    from automix_lite.models import Classifier
+
+    x, y = torch.randn(8, 3, 16, 16), torch.arange(8)
+    seed = next(s for s in range(100)  # a seed whose own draw pairs some image with itself
+                if (mix(x, y, "cutmix", generator=torch.Generator().manual_seed(s)).perm == torch.arange(8)).any())
+    cfg = TrainConfig.preset("quick", method="cutmix", seed=seed, alpha=1.0)
+    own, perm, title = figure_mix(Classifier("resnet_tiny_cifar", 10), cfg, x, y)
+    assert title == "cutmix" and own.shape == (8, 1, 16, 16)
+    assert (perm != torch.arange(8)).all()
