@@ -168,6 +168,14 @@ class StepDraws:
     adjust: bool
     fallback: bool
 
+    def host_tensors(self, w_mask: float) -> "DeviceDraws":
+        """The layout a device step reads, still on the host: scalars [5] float32 = (λ_mb, 1-λ_mb, λ_bb, 1-λ_bb,
+        mask-loss weight), each rounded once from float64; flags [2] bool = (fallback, adjust); perms [2, N]."""
+        scalars = torch.tensor([self.lam_mb, 1 - self.lam_mb, self.lam_bb, 1 - self.lam_bb, w_mask],
+                               dtype=torch.float32)
+        return DeviceDraws(scalars, torch.tensor([self.fallback, self.adjust]),
+                           torch.stack([self.perm_mb, self.perm_bb]))
+
 
 class DeviceDraws(NamedTuple):
     """``StepDraws`` as three device tensors (see ``AutoMix.device_draws``): what a captured step reads."""
@@ -352,13 +360,9 @@ class AutoMix(nn.Module):
 
     # ------------------------------------------------------------------ training
     def device_draws(self, d: StepDraws, device, w_mask: float) -> DeviceDraws:
-        """The draws as device tensors (one host->device copy each, queued without waiting):
-        scalars [5] float32 = (λ_mb, 1-λ_mb, λ_bb, 1-λ_bb, mask-loss weight), each rounded once from float64;
-        flags [2] bool = (fallback, adjust); perms [2, N] long = (perm_mb, perm_bb)."""
-        scalars = torch.tensor([d.lam_mb, 1 - d.lam_mb, d.lam_bb, 1 - d.lam_bb, w_mask], dtype=torch.float32)
-        flags = torch.tensor([d.fallback, d.adjust])
-        return DeviceDraws(_to_device(scalars, device), _to_device(flags, device),
-                           _to_device(torch.stack([d.perm_mb, d.perm_bb]), device))
+        """The draws as device tensors (``StepDraws.host_tensors``, one host->device copy each, queued without
+        waiting)."""
+        return DeviceDraws(*(_to_device(t, device) for t in d.host_tensors(w_mask)))
 
     def training_step(self, x: torch.Tensor, y: torch.Tensor, step: int = 0, total_steps: int = 1, *,
                       generator: torch.Generator | None = None, check_labels: bool = True) -> dict[str, torch.Tensor]:

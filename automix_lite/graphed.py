@@ -125,10 +125,8 @@ class GraphedStep:
             m = model.momentum_at(step, self.total_steps)
             _copy_in(s["x"], x)
             _copy_in(s["y"], y)
-            _copy_in(s["scalars"], torch.tensor([d.lam_mb, 1 - d.lam_mb, d.lam_bb, 1 - d.lam_bb, w],
-                                                dtype=torch.float32))
-            _copy_in(s["flags"], torch.tensor([d.fallback, d.adjust]))
-            _copy_in(s["perms"], torch.stack([d.perm_mb, d.perm_bb]))
+            for key, src in zip(("scalars", "flags", "perms"), d.host_tensors(w)):
+                _copy_in(s[key], src)
             _copy_in(s["ema"], torch.tensor([m, 1 - m], dtype=torch.float32))
             info = {"lam_mb": d.lam_mb, "lam_bb": d.lam_bb, "fallback": d.fallback, "mb_trained": d.train_mb,
                     "ema_momentum": m, "mask_loss_weight": w}
