@@ -150,7 +150,6 @@ def draw_figures(model, cfg: TrainConfig, val_loader, info, history, out: Path, 
     import matplotlib.pyplot as plt
 
     from . import viz
-    from .automix import AutoMix
     from .data import denormalize
     from .mixing import mix_images
 

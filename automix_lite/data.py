@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -505,11 +504,10 @@ class ResumableSampler(DistributedSampler):
 
 
 def default_device(cfg: TrainConfig) -> torch.device:
-    """The device ``train()`` uses for ``cfg.device``: ``'auto'`` = ``cuda:LOCAL_RANK`` when CUDA is available."""
-    if cfg.device != "auto":
-        return torch.device(cfg.device)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    """The device ``train()`` uses for ``cfg.device`` (``runtime.resolve_device`` with torchrun's LOCAL_RANK)."""
+    from .runtime import dist_env, resolve_device
+
+    return resolve_device(cfg.device, local_rank=dist_env()[2])
 
 
 def _device_loaders(cfg: TrainConfig, train_ds: Dataset, val_ds: Dataset, info: DatasetInfo, device: torch.device,
