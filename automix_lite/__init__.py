@@ -5,6 +5,10 @@ the Mix Block (``MixBlock``, ``mask_loss``), ``AutoMix``, backbones, ``TrainConf
 """
 __version__ = "0.1.0"
 
+from . import _omp  # noqa: I001 - first, before anything imports torch (OpenMP reads its wait policy at load)
+
+_omp.WAIT_POLICY = _omp.prefer_passive_wait()
+
 from .automix import HEADS, AutoMix, AutoMixAugment, mask_loss_weight_at, momentum_at
 from .config import PRESETS, TrainConfig
 from .interop import CheckpointMismatchError, from_openmixup, to_openmixup
@@ -12,6 +16,7 @@ from .mixblock import MixBlock, mask_loss
 from .mixing import MIXERS, MixOutput, manifold_forward, mix, mix_loss, sample_lam, sample_perm
 from .models import Classifier, create_backbone, feature_map, stage_modules
 from .checkpoint import CheckpointError
+from .saved import export_classifier, load_model
 from .train import NonFiniteLossError, TrainResult, train  # noqa: E402  (the function shadows the module name, as in torch)
 
 __all__ = [
@@ -19,6 +24,6 @@ __all__ = [
     "mask_loss_weight_at", "MIXERS", "MixOutput", "mix", "mix_loss", "manifold_forward", "sample_lam",
     "sample_perm", "Classifier", "create_backbone", "feature_map", "stage_modules", "TrainConfig", "PRESETS",
     "train", "TrainResult", "from_openmixup", "to_openmixup", "CheckpointMismatchError",
-    "NonFiniteLossError", "CheckpointError",
+    "NonFiniteLossError", "CheckpointError", "load_model", "export_classifier",
 ]
 

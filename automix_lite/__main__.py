@@ -112,20 +112,25 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from .checkpoint import find_resume_checkpoint, load_checkpoint
-    from .data import build_loaders
-    from .runtime import resolve_device
-    from .train import build_model, evaluate
+    from torch.utils.data import DataLoader
 
-    ckpt = load_checkpoint(find_resume_checkpoint(args.checkpoint))
+    from .checkpoint import find_resume_checkpoint, load_checkpoint
+    from .data import build_datasets
+    from .runtime import resolve_device
+    from .saved import load_model
+    from .train import evaluate
+
+    path = find_resume_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(path)
     over = {"data_dir": args.data_dir} if args.data_dir else {}
     cfg = TrainConfig.from_dict({**ckpt["config"], **over, "resume": None})
-    _, val_loader, _, info = build_loaders(cfg)
-    model = build_model(cfg, ckpt["num_classes"], info.in_chans)
-    model.load_state_dict(ckpt["model"])
-    device = resolve_device(args.device)
-    top1 = evaluate(model.to(device), val_loader, device)
-    print(json.dumps({"checkpoint": str(args.checkpoint), "epoch": ckpt["epoch"], "top1": top1}, indent=2))
+    _, val_ds, _ = build_datasets(cfg)
+    device = resolve_device(args.device)  # the data and the model go where --device says, not the run's device
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
+    model = load_model(path, device=device)
+    top1 = evaluate(model, val_loader, device)
+    print(json.dumps({"checkpoint": str(args.checkpoint), "epoch": ckpt["epoch"], "device": str(device),
+                      "top1": top1}, indent=2))
     return 0
 
 

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import _omp
+
 __all__ = ["save_checkpoint", "load_checkpoint", "find_resume_checkpoint", "list_checkpoints",
            "CheckpointError", "rng_state", "set_rng_state", "environment_info", "versions_info", "check_out_dir",
            "set_aside_previous_run", "atomic_json"]
@@ -79,7 +81,7 @@ def save_checkpoint(obj: dict, folder: str | Path, *, tag: str, keep: int = 3) -
 
 def _try_load(path: Path) -> dict | None:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only: no code runs
     except Exception as e:  # noqa: BLE001 - any failure means "not loadable"
         print(f"[automix_lite] checkpoint {path} is unreadable ({type(e).__name__}: {e}); "
               "trying the previous one", file=sys.stderr)
@@ -126,14 +128,26 @@ def load_checkpoint(path: str | Path, resume: str | Path | None = None) -> dict:
 
 # ----------------------------------------------------------------------------- run-folder bookkeeping
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+    """Every RNG state as tensors and plain Python values, so a checkpoint loads with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "generator": generator.get_state()}
 
 
+def _numpy_state(state: Any) -> tuple:
+    if isinstance(state, dict):  # format written by rng_state
+        keys = state["keys"].numpy().astype(np.uint32)
+        return (state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"])
+    return state  # a checkpoint from before RNG states were stored as tensors
+
+
 def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(_numpy_state(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -143,9 +157,9 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 def environment_info(device: torch.device, world_size: int) -> dict[str, Any]:
     import timm
 
-    env = {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+    env = {"python": platform.python_version(), "torch": str(torch.__version__), "timm": str(timm.__version__),
            "platform": platform.platform(), "cpu_threads": torch.get_num_threads(), "device": str(device),
-           "world_size": world_size}
+           "world_size": world_size, "omp_wait_policy": _omp.WAIT_POLICY}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
@@ -186,7 +200,7 @@ def versions_info() -> dict[str, str]:
 
     from . import __version__
 
-    return {"automix_lite": __version__, "torch": torch.__version__, "timm": timm.__version__,
+    return {"automix_lite": __version__, "torch": str(torch.__version__), "timm": str(timm.__version__),
             "numpy": np.__version__, "python": platform.python_version()}
 
 

@@ -25,6 +25,7 @@ itself draws nothing.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -33,6 +34,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from . import _omp
 from .callbacks import Callback, CallbackList, FiguresCallback, ProgressBar, TrainState, draw_state_figures
 from .checkpoint import check_out_dir
 from .config import TrainConfig
@@ -87,6 +89,8 @@ def train(cfg: TrainConfig, callbacks: Iterable[Any] = (), *, figures: bool = Tr
     rank, world_size, local_rank = dist_env()
     device = resolve_device(cfg.device, local_rank=local_rank)
     mode = progress_mode(progress, rank=rank)
+    if device.type == "cpu" and rank == 0:
+        _warn_spin_wait()
     if device.type == "cuda":
         torch.cuda.set_device(device)  # an indexed device: resolve_device never returns a bare 'cuda'
     own_group = init_distributed(device, world_size)
@@ -100,6 +104,21 @@ def train(cfg: TrainConfig, callbacks: Iterable[Any] = (), *, figures: bool = Tr
     finally:
         if own_group:
             dist.destroy_process_group()
+
+
+_SPIN_WARNED = False
+
+
+def _warn_spin_wait() -> None:
+    """Warn once when OpenMP started with its spin-waiting default (torch imported before automix_lite)."""
+    global _SPIN_WARNED
+    if _SPIN_WARNED or not _omp.WAIT_POLICY.startswith("default"):
+        return
+    _SPIN_WARNED = True
+    warnings.warn("torch was imported before automix_lite, so OpenMP runs with its spin-waiting default: on a "
+                  "CPU shared with other processes a training step can be several times slower. Import "
+                  "automix_lite before torch (or set OMP_WAIT_POLICY=PASSIVE before starting Python / the "
+                  "kernel); results do not change either way.", RuntimeWarning, stacklevel=3)
 
 
 def _figures(state: TrainState) -> None:

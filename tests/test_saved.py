@@ -1,0 +1,114 @@
+"""load_model / export_classifier (issue 22): a run comes back in one call; its classifier as a timm state dict."""
+import pickle
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+
+from automix_lite import AutoMix, Classifier, TrainConfig, export_classifier, load_model, train
+from automix_lite.checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
+
+
+def _run(tmp_path, method, **kw):
+    base = dict(dataset="fake", img_size=16, num_classes=4, train_subset=16, val_subset=8, model="resnet_tiny_cifar",
+                epochs=1, batch_size=8, out=str(tmp_path / method), method=method)
+    base.update(kw)
+    return train(TrainConfig.preset("quick", **base), figures=False, progress="off")
+
+
+@pytest.mark.parametrize("method", ["automix", "mixup"])
+def test_load_model_round_trip_equal_logits(tmp_path, method):
+    result = _run(tmp_path, method)  # the quick preset's Mix Block: layer2, att_norm='bn'
+    x = torch.randn(4, 3, 16, 16)
+    result.model.eval()
+    for path in (result.out, result.out / "checkpoint.pt"):
+        model = load_model(path)
+        assert type(model) is type(result.model) and not model.training
+        if method == "automix":
+            assert model.feature_stage == result.model.feature_stage == 2
+            for head in ("one_k", "mix_k", "one_q", "mix_q"):
+                assert torch.equal(model(x, head=head), result.model(x, head=head))
+            lam, perm = 0.4, torch.arange(4).flip(0)
+            assert torch.equal(model.generate_mask(x, lam, perm), result.model.generate_mask(x, lam, perm))
+        else:
+            assert torch.equal(model(x), result.model(x))
+
+
+def test_load_model_infers_in_chans_of_an_older_checkpoint(tmp_path):
+    result = _run(tmp_path, "vanilla", in_chans=1)
+    ckpt = load_checkpoint(result.out / "checkpoint.pt")
+    del ckpt["in_chans"]
+    ckpt["config"]["in_chans"] = None
+    torch.save(ckpt, tmp_path / "old.pt")
+    model = load_model(tmp_path / "old.pt")
+    x = torch.randn(2, 1, 16, 16)
+    assert torch.equal(model(x), result.model.eval()(x))
+
+
+def test_checkpoints_load_with_weights_only_and_refuse_pickled_code(tmp_path):
+    result = _run(tmp_path, "vanilla")
+    torch.load(result.out / "checkpoint.pt", weights_only=True)  # raises if anything but tensors / plain values
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    torch.save({"model": {}, "payload": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError):
+        load_model(tmp_path / "evil.pt")
+
+
+def test_rng_state_round_trip_through_weights_only(tmp_path):
+    import random
+
+    import numpy as np
+
+    gen = torch.Generator().manual_seed(3)
+    state = rng_state(gen)
+    torch.save(state, tmp_path / "rng.pt")
+    want = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item())
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), gen)
+    assert (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item()) == want
+    legacy = dict(state, numpy=np.random.get_state())  # the format before tensors: still restorable
+    set_rng_state(pickle.loads(pickle.dumps(legacy)), gen)
+
+
+def _timm_cifar_resnet(name: str, num_classes: int, in_chans: int = 3) -> nn.Module:
+    """What a user without automix_lite writes for a *_cifar backbone: timm's ResNet with a 3x3/1 stem."""
+    net = timm.create_model(name, num_classes=num_classes, in_chans=in_chans)
+    net.conv1 = nn.Conv2d(in_chans, net.bn1.num_features, 3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    return net
+
+
+@pytest.mark.parametrize("head", ["one_k", "one_q", "mix_k"])
+def test_export_automix_head_loads_into_timm(head):
+    torch.manual_seed(0)
+    model = AutoMix("resnet18_cifar", num_classes=5)
+    for p in model.parameters():  # make the two encoders and the four heads differ
+        p.data.add_(torch.randn_like(p) * 0.01)
+    model.eval()
+    net = _timm_cifar_resnet("resnet18", 5)
+    net.load_state_dict(export_classifier(model, head), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(net.eval()(x), model(x, head=head), rtol=0, atol=0)
+
+
+def test_export_timm_named_classifier_loads_into_timm_create_model():
+    torch.manual_seed(0)
+    model = Classifier("resnet18", num_classes=3).eval()
+    net = timm.create_model("resnet18", num_classes=3).eval()
+    net.load_state_dict(export_classifier(model), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(net(x), model(x))
+
+
+def test_export_from_a_run_folder_and_bad_heads(tmp_path):
+    result = _run(tmp_path, "automix")
+    state = export_classifier(result.out)
+    assert torch.equal(state["fc.weight"], result.model.head_one_k.fc.weight)
+    with pytest.raises(ValueError, match="ensemble"):
+        export_classifier(result.model, "ensemble")
+    with pytest.raises(TypeError):
+        export_classifier(nn.Linear(2, 2))
