@@ -13,10 +13,12 @@ from .automix import HEADS, AutoMix, AutoMixAugment, mask_loss_weight_at, moment
 from .config import PRESETS, TrainConfig
 from .interop import CheckpointMismatchError, from_openmixup, to_openmixup
 from .mixblock import MixBlock, mask_loss
-from .mixing import MIXERS, MixOutput, manifold_forward, mix, mix_loss, sample_lam, sample_perm
+from .mixing import (MIXERS, MixOutput, manifold_forward, mix, mix_loss, sample_lam, sample_pairs, sample_perm,
+                     soft_targets)
 from .models import Classifier, create_backbone, feature_map, stage_modules
 from .checkpoint import CheckpointError
 from .saved import export_classifier, load_model
+from .transforms import MixTargets
 from .train import NonFiniteLossError, TrainResult, train  # noqa: E402  (the function shadows the module name, as in torch)
 
 __all__ = [
@@ -25,5 +27,6 @@ __all__ = [
     "sample_perm", "Classifier", "create_backbone", "feature_map", "stage_modules", "TrainConfig", "PRESETS",
     "train", "TrainResult", "from_openmixup", "to_openmixup", "CheckpointMismatchError",
     "NonFiniteLossError", "CheckpointError", "load_model", "export_classifier",
+    "MixTargets", "soft_targets", "sample_pairs",
 ]
 

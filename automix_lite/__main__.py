@@ -17,7 +17,10 @@ import json
 import sys
 import typing
 
+from .checkpoint import CheckpointError
 from .config import PRESETS, TrainConfig
+from .loop import NonFiniteLossError
+from .runtime import DeviceUnavailableError
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off"}
@@ -149,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, PermissionError) as e:
         print(f"automix_lite: error: {e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:  # NonFiniteLossError, CheckpointError: clear messages, no traceback needed
-        if type(e).__name__ not in ("NonFiniteLossError", "CheckpointError", "DeviceUnavailableError"):
-            raise
+    except (NonFiniteLossError, CheckpointError, DeviceUnavailableError) as e:  # clear messages, no traceback
         print(f"automix_lite: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -194,7 +194,7 @@ class AutoMix(nn.Module):
         feature_stage: stage index fed to the Mix Block (timm ``feature_info`` index; None = the backbone's
             default, ResNet ``layer3``).
         alpha: λ ~ Beta(α, α) for both draws (2 in every recipe).
-        momentum: base EMA momentum m0 (0.999). ``momentum >= 1`` disables the EMA.
+        momentum: base EMA momentum m0 (0.999). ``momentum == 1`` disables the EMA (values above 1 are refused).
         end_momentum: final momentum of the cosine schedule (0.999999 CIFAR/Tiny, 0.99999 ImageNet).
         momentum_scope: fraction of training during which the momentum stays at m0 (0.1; ViTs 0.25).
         mask_loss_weight: weight of the mask loss (0.1).
@@ -497,7 +497,7 @@ class AutoMixAugment:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, *, alpha: float | None = None,
                  generator: torch.Generator | None = None, lam: float | None = None, **_) -> MixOutput:
         _check_batch(x, y, self.model.num_classes, self.model.in_chans)
-        lam = sample_lam(alpha or self.model.alpha, generator) if lam is None else float(lam)
+        lam = sample_lam(self.model.alpha if alpha is None else alpha, generator) if lam is None else float(lam)
         perm = _to_device(sample_perm(x.shape[0], generator), x.device)
         mask = self.model.generate_mask(x, lam, perm)  # [N, 2, H, W]
         if self.adjust:

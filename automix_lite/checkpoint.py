@@ -150,7 +150,10 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     np.random.set_state(_numpy_state(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # a run saved on more GPUs than this machine has (an 8-GPU run resumed on one): restore the states of
+        # the devices that exist; under torchrun every rank restores its own device's state the same way
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
     generator.set_state(state["generator"])
 
 

@@ -31,6 +31,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+
+from .mixblock import MASK_LOSS_MODES, UPSAMPLE_MODES  # noqa: E402  (owned by the Mix Block)
 __all__ = ["TrainConfig", "PRESETS", "DATASETS", "CIFAR_MODELS", "METHODS", "ConfigTypeError"]
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "tiny-imagenet", "imagenet", "folder", "fake")
@@ -41,9 +43,8 @@ _CONTRACT_MIXERS = ("vanilla", "mixup", "cutmix", "manifoldmix", "fmix", "resize
 METHODS = _CONTRACT_MIXERS + ("automix",)
 SCHEDULERS = ("cosine",)
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-MASK_LOSS_MODES = ("L1", "L1+Variance", "L2+Variance", "Sparsity")
 MASK_LOSS_SCHEDULES = ("constant", "cosine", "upstream")
-UPSAMPLE_MODES = ("nearest", "bilinear", "bicubic")
+MOMENTUM_FEATURES = ("full", "early_stop")
 ONLINE_PASSES = ("auto", "fused", "separate")
 ATT_NORMS = (None, "bn", "ln")
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True,
@@ -73,7 +74,8 @@ class TrainConfig:
         method: ``'vanilla'``, any ``MIXERS`` name, or ``'automix'``.
         epochs, batch_size: training length; ``batch_size`` is global (divided over DDP ranks).
         lr, min_lr, weight_decay, momentum: SGD with a cosine decay from ``lr`` to ``min_lr``.
-        sched, sched_by_epoch, warmup_epochs: schedule; per-epoch updates as mmcv ``by_epoch``.
+        sched, sched_by_epoch, warmup_epochs: schedule; per-epoch updates as mmcv ``by_epoch``. ``sched`` has
+            one value, ``'cosine'`` (every AutoMix recipe). Warm-up is linear per step, from lr/steps to lr.
         smoothing: label smoothing of the cross-entropies.
         alpha: Beta(alpha, alpha) for the mixing ratio.
         feature_stage: backbone stage fed to the Mix Block, indexed as timm's ``feature_info``
@@ -82,7 +84,8 @@ class TrainConfig:
             (docs/algorithm.md#momentum-schedule).
         mask_loss_weight, mask_loss_margin, mask_loss_mode, mask_loss_schedule: Mix Block mask loss;
             schedule ``'upstream'`` reproduces OpenMixup's compounding ImageNet hook (docs/algorithm.md#mask-loss).
-        lam_margin, lam_concat, reduction, upsample, switch_off, mask_adjust: AutoMix / Mix Block.
+        lam_margin, lam_concat, reduction, upsample, switch_off, mask_adjust: AutoMix / Mix Block
+            (``lam_margin < 0`` disables the fallback to MixUp).
         online_pass: how AutoMix's online encoder sees the clean batch and the backbone's mix: ``'separate'``
             (two passes), ``'fused'`` (one 2N pass, BatchNorm statistics per half: equal results, fewer kernel
             launches), ``'auto'`` (fused on CUDA, else separate). See ``AutoMix(online_pass=...)``.
@@ -95,9 +98,17 @@ class TrainConfig:
         mb_lr, mb_min_lr, mb_momentum: Mix Block optimiser (``None`` = same as the backbone;
             ``mb_min_lr=None`` = follow the main schedule).
         ema_bn_buffers: also EMA the BN buffers of the momentum encoder (OpenMixup: no).
+        use_scale, head_ensemble, no_repeat_perm, momentum_features: passed to ``AutoMix`` (the Mix Block's
+            learned scale; the squared-logit ensemble as the default evaluation head; pairs without fixed
+            points; ``'full'`` or ``'early_stop'`` momentum features, see ``AutoMix``).
+        Names that mean something else in timm: ``batch_size`` is the *global* batch (timm's is per process);
+        ``amp`` is a string mode, not a switch; ``ema_*`` is AutoMix's momentum encoder, not timm's model EMA
+        of the weights for evaluation.
         amp: ``'auto'`` (bf16 on compute capability >= 8, else fp16 on GPU; off on CPU),
-            ``'off'``, ``'bf16'``, ``'fp16'``.
+            ``'off'``, ``'bf16'``, ``'fp16'`` (asked for on a CPU: a warning, the run is float32).
         channels_last, compile, workers, seed, device: runtime.
+        threads: torch's CPU threads while ``train`` runs on the CPU (restored after); ``None`` leaves torch's
+            setting. The thread count changes float rounding (so the exact numbers), not the algorithm.
         data_on_device: hold the decoded train/val images as one uint8 tensor on the training device and
             augment them there in batches (``automix_lite.device_data``): ``'auto'`` = on for CUDA when the
             decoded dataset fits (under a quarter of the free device memory), ``True`` = always (any
@@ -155,6 +166,10 @@ class TrainConfig:
     switch_off: float = 0.0
     mask_adjust: float = 0.0
     ema_bn_buffers: bool = False
+    use_scale: bool = True
+    head_ensemble: bool = False
+    no_repeat_perm: bool = False
+    momentum_features: str = "full"
     online_pass: str = "auto"
     cuda_graph: bool = False
     # runtime
@@ -162,6 +177,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     workers: int = 2
+    threads: int | None = None
     data_on_device: str | bool = "auto"
     seed: int = 0
     device: str = "auto"
@@ -253,6 +269,7 @@ class TrainConfig:
         choice("mask_loss_schedule", MASK_LOSS_SCHEDULES)
         choice("upsample", UPSAMPLE_MODES)
         choice("online_pass", ONLINE_PASSES)
+        choice("momentum_features", MOMENTUM_FEATURES)
         if self.cuda_graph:
             need(self.method == "automix", f"cuda_graph=True graphs the AutoMix step only (method={self.method!r}).")
             need(self.amp != "fp16", "cuda_graph=True cannot use amp='fp16' (it needs a GradScaler); use 'bf16' "
@@ -299,18 +316,21 @@ class TrainConfig:
         need(0 <= self.ema_scope_start <= 1, f"ema_scope_start={self.ema_scope_start} must be in [0, 1].")
         need(self.mask_loss_weight >= 0, f"mask_loss_weight={self.mask_loss_weight} must be >= 0.")
         need(self.mask_loss_margin >= 0, f"mask_loss_margin={self.mask_loss_margin} must be >= 0.")
-        need(0 <= self.lam_margin < 0.5, f"lam_margin={self.lam_margin} must be in [0, 0.5) (AutoMix: 0.08).")
+        need(self.lam_margin < 0.5, f"lam_margin={self.lam_margin} must be < 0.5 (AutoMix: 0.08; < 0 disables the "
+                                    "fallback to MixUp).")
         need(self.reduction >= 1, f"reduction={self.reduction} must be >= 1 (AutoMix: 2).")
         need(0 <= self.switch_off <= 1, f"switch_off={self.switch_off} must be in [0, 1].")
         need(0 <= self.mask_adjust <= 1, f"mask_adjust={self.mask_adjust} is a probability in [0, 1].")
         need(self.data_on_device in ("auto", True, False),
              f"data_on_device={self.data_on_device!r} should be 'auto', True or False.")
+        need(self.threads is None or self.threads >= 1, f"threads={self.threads} must be >= 1 or None.")
         need(self.workers >= 0, f"workers={self.workers} must be >= 0 (0 = load in the main process).")
         need(self.seed >= 0, f"seed={self.seed} must be >= 0.")
         for name in ("eval_every", "log_every", "median_last_k", "keep_checkpoints"):
             value = getattr(self, name)
             need(value >= 1, f"{name}={value} must be >= 1.")
-        need(self.max_nonfinite >= 0, f"max_nonfinite={self.max_nonfinite} must be >= 0.")
+        need(self.max_nonfinite >= 1, f"max_nonfinite={self.max_nonfinite} must be >= 1 (1 = stop at the first "
+                                      "non-finite loss).")
         need(self.preset_name is None or self.preset_name in PRESETS,
              f"preset_name={self.preset_name!r} is not a known preset.{_suggest(self.preset_name or '', PRESETS)}")
         if errors:
@@ -349,13 +369,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # * mb_lr 0.02 -> 0.01: at the backbone's 0.1 the own-area of the masks random-walks into the sigmoid's
     #   flat ends (all own or all partner) within a few dozen steps and stays there once the classifier is
     #   confident; the recipes' Mix Block keeps a floor too (mb_min_lr).
+    # * threads=1: its 16-px steps are too small to share between threads; one thread ran the job faster than
+    #   two on the idle 2-core machine and leaves a core to the notebook / browser (benchmarks/busy_neighbour.py).
     # * 40 steps per epoch, 640 in all: the EMA horizon 1/(1-m) of 0.999 (1,000 steps) would leave the momentum
     #   encoder at its initialisation for most of the run; 0.95 -> 0.999 keeps it a lagging copy.
     "quick": dict(
         dataset="digits", img_size=16, in_chans=3, model="resnet_tiny_cifar", method="automix",
         epochs=16, batch_size=32, lr=0.1, min_lr=0.0, weight_decay=1e-4, momentum=0.9, alpha=2.0,
         feature_stage=2, att_norm="bn", mb_lr=0.02, mb_min_lr=0.01,
-        ema_momentum=0.95, ema_end_momentum=0.999, label_noise=0.0, amp="off", workers=0,
+        ema_momentum=0.95, ema_end_momentum=0.999, label_noise=0.0, amp="off", workers=0, threads=1,
         median_last_k=3, log_every=10, out="runs/quick",
     ),
     # No AutoMix CIFAR-10 config exists in OpenMixup (benchmark: "CutMix-style settings");

@@ -35,6 +35,11 @@ def cosine_lr(base: float, final: float, progress: float, warmup: float = 0.0) -
 def set_lr(optimizer, cfg: TrainConfig, epoch: int, step_in_epoch: int, steps_per_epoch: int) -> None:
     """Every group's learning rate at (epoch, batch): a pure function of the position, so resume needs no
     scheduler state (per epoch when ``cfg.sched_by_epoch``, as mmcv ``by_epoch``)."""
+    if epoch < cfg.warmup_epochs:  # linear warm-up, per step even when the cosine is per epoch: never lr 0
+        done = (epoch * steps_per_epoch + step_in_epoch + 1) / (cfg.warmup_epochs * steps_per_epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * done
+        return
     progress = (epoch if cfg.sched_by_epoch else epoch + step_in_epoch / steps_per_epoch) / cfg.epochs
     warmup = cfg.warmup_epochs / cfg.epochs
     for group in optimizer.param_groups:
@@ -65,7 +70,9 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
                        mask_loss_schedule=cfg.mask_loss_schedule, lam_margin=cfg.lam_margin,
                        lam_concat=cfg.lam_concat, reduction=cfg.reduction, upsample=cfg.upsample,
                        att_norm=cfg.att_norm, mask_adjust=cfg.mask_adjust, switch_off=cfg.switch_off,
-                       ema_bn_buffers=cfg.ema_bn_buffers, online_pass=cfg.online_pass, in_chans=in_chans)
+                       ema_bn_buffers=cfg.ema_bn_buffers, online_pass=cfg.online_pass, in_chans=in_chans,
+                       use_scale=cfg.use_scale, head_ensemble=cfg.head_ensemble, no_repeat_perm=cfg.no_repeat_perm,
+                       momentum_features=cfg.momentum_features)
     return Classifier(cfg.model, num_classes, in_chans=in_chans)
 
 

@@ -31,9 +31,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["MixBlock", "mask_loss", "MASK_LOSS_MODES", "attention_mask_logits"]
+__all__ = ["MixBlock", "mask_loss", "MASK_LOSS_MODES", "UPSAMPLE_MODES", "attention_mask_logits"]
 
 MASK_LOSS_MODES = ("L1", "L1+Variance", "L2+Variance", "Sparsity")
+UPSAMPLE_MODES = ("nearest", "bilinear")  # how the 1-channel mask logits reach the image size
 
 
 class _LayerNorm2d(nn.LayerNorm):
@@ -106,8 +107,8 @@ class MixBlock(nn.Module):
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         if not isinstance(reduction, int) or reduction < 1 or in_channels // reduction < 1:
             raise ValueError(f"reduction must be an int in [1, in_channels], got {reduction!r}")
-        if upsample not in ("nearest", "bilinear"):
-            raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {upsample!r}")
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
         self.in_channels, self.reduction = in_channels, reduction
         self.lam_concat, self.use_scale, self.upsample = lam_concat, use_scale, upsample
         cin = in_channels + int(lam_concat)

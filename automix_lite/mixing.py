@@ -35,7 +35,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +103,17 @@ def _reject_extra(name: str, kw: dict) -> bool:
     return check_labels
 
 
+class _Options(NamedTuple):
+    check_labels: bool
+    pairing: str
+
+
+def _options(name: str, kw: dict) -> _Options:
+    """The options every pairing mixer takes: ``check_labels`` and ``pairing`` (see ``sample_pairs``)."""
+    pairing = kw.pop("pairing", "random")
+    return _Options(_reject_extra(name, kw), pairing)
+
+
 def _log_gamma(shape: float, generator) -> float:
     """log of one Gamma(shape, 1) draw (Marsaglia & Tsang 2000; boosted for shape < 1)."""
     if shape < 1.0:  # G(a) = G(a + 1) * U^(1/a)
@@ -145,12 +156,27 @@ def sample_perm(n: int, generator: torch.Generator | None = None) -> torch.Tenso
     return torch.randperm(n, generator=generator, device=_dev(generator))
 
 
-def _setup(x, y, alpha, lam, generator, check_labels=True):
+def sample_pairs(n: int, pairing: str = "random", generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each sample's partner index [N]: ``'random'`` = ``sample_perm`` (this library's default and OpenMixup's;
+    a sample may draw itself and then mixes with itself), ``'flip'`` = n-1-i (timm's ``Mixup``), ``'roll'`` =
+    i-1 (torchvision's ``MixUp`` / ``CutMix``). Only ``'random'`` draws from ``generator``; an odd ``n`` leaves
+    the middle sample of ``'flip'`` paired with itself."""
+    if pairing == "random":
+        return sample_perm(n, generator)
+    if pairing not in ("flip", "roll"):
+        raise ValueError(f"pairing must be 'random', 'flip' or 'roll', got {pairing!r}")
+    if n < 2:
+        raise ValueError(f"pairing needs a batch of at least 2 samples, got {n}")
+    idx = torch.arange(n, device=_dev(generator))
+    return idx.flip(0) if pairing == "flip" else idx.roll(1)
+
+
+def _setup(x, y, alpha, lam, generator, opts: _Options = _Options(True, "random")):
     """Shared prologue of the pairing mixers: validate, then draw λ (unless forced) and the permutation
     (host draws; the permutation reaches the device by a queued copy, the host never waits)."""
-    _check_inputs(x, y, alpha, check_labels)
+    _check_inputs(x, y, alpha, opts.check_labels)
     lam = sample_lam(alpha, generator) if lam is None else _check_lam(lam)
-    perm = _to_device(sample_perm(x.shape[0], generator), x.device)
+    perm = _to_device(sample_pairs(x.shape[0], opts.pairing, generator), x.device)
     return lam, perm
 
 
@@ -201,7 +227,7 @@ def vanilla(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
 
 def mixup(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
     """MixUp (Zhang et al., ICLR 2018): λ ~ Beta(α, α) per batch, global blend; lam = λ, mask = constant λ."""
-    lam, perm = _setup(x, y, alpha, lam, generator, _reject_extra("mixup", kw))
+    lam, perm = _setup(x, y, alpha, lam, generator, _options("mixup", kw))
     n, _, h, w = x.shape
     mask = torch.full((n, 1, h, w), lam, device=x.device)
     return _output(x, y, mix_images(x, mask, perm), lam, mask, perm, "mixup")
@@ -209,7 +235,7 @@ def mixup(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
 
 def cutmix(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
     """CutMix (Yun et al., ICCV 2019): λ ~ Beta(α, α), one partner box of area 1 - λ per batch; lam = realised area."""
-    lam, perm = _setup(x, y, alpha, lam, generator, _reject_extra("cutmix", kw))
+    lam, perm = _setup(x, y, alpha, lam, generator, _options("cutmix", kw))
     n, _, h, w = x.shape
     mask = box_mask(h, w, cutmix_box(h, w, lam, generator), device=x.device).expand(n, 1, h, w).clone()
     return _masked_output(x, y, mask, perm, "cutmix")
@@ -218,7 +244,7 @@ def cutmix(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
 def fmix(x, y, *, alpha=1.0, generator=None, lam=None, decay_power=3.0, **kw) -> MixOutput:
     """FMix (Harris et al., 2020): λ ~ Beta(α, α), per-sample Fourier-noise masks with exactly λ·HW own pixels;
     lam = realised area (λ rounded to whole pixels)."""
-    lam, perm = _setup(x, y, alpha, lam, generator, _reject_extra("fmix", kw))
+    lam, perm = _setup(x, y, alpha, lam, generator, _options("fmix", kw))
     n, _, h, w = x.shape
     mask = fmix_mask(n, h, w, lam, generator, decay_power=decay_power, device=x.device)
     return _masked_output(x, y, mask, perm, "fmix")
@@ -227,7 +253,7 @@ def fmix(x, y, *, alpha=1.0, generator=None, lam=None, decay_power=3.0, **kw) ->
 def smoothmix(x, y, *, alpha=1.0, generator=None, lam=None, sigma_range=(0.25, 0.5), **kw) -> MixOutput:
     """SmoothMix (Lee et al., CVPR-W 2020): λ ~ Beta(α, α), per-sample soft Gaussian partner bump of mass 1 - λ;
     lam = realised mask mean."""
-    lam, perm = _setup(x, y, alpha, lam, generator, _reject_extra("smoothmix", kw))
+    lam, perm = _setup(x, y, alpha, lam, generator, _options("smoothmix", kw))
     n, _, h, w = x.shape
     mask = smooth_mask(n, h, w, lam, generator, sigma_range=sigma_range, device=x.device)
     return _masked_output(x, y, mask, perm, "smoothmix")
@@ -236,7 +262,7 @@ def smoothmix(x, y, *, alpha=1.0, generator=None, lam=None, sigma_range=(0.25, 0
 def gridmix(x, y, *, alpha=1.0, generator=None, lam=None, cells=(2, 8), **kw) -> MixOutput:
     """GridMix (Baek et al., Pattern Recognition 2021): λ ~ Beta(α, α), each grid cell from the partner with
     probability 1 - λ; lam = realised own area per sample."""
-    lam, perm = _setup(x, y, alpha, lam, generator, _reject_extra("gridmix", kw))
+    lam, perm = _setup(x, y, alpha, lam, generator, _options("gridmix", kw))
     n, _, h, w = x.shape
     mask = grid_mask(n, h, w, lam, generator, cells=cells, device=x.device)
     return _masked_output(x, y, mask, perm, "gridmix")
@@ -245,9 +271,10 @@ def gridmix(x, y, *, alpha=1.0, generator=None, lam=None, cells=(2, 8), **kw) ->
 def resizemix(x, y, *, alpha=1.0, generator=None, lam=None, scale=(0.1, 0.8), **kw) -> MixOutput:
     """ResizeMix (Qin et al., 2020): the partner shrunk to a patch of scale τ ~ U(0.1, 0.8) (α unused; forced lam
     gives τ = sqrt(1 - lam)) pasted at a random place; lam = own area 1 - patch area."""
-    _check_inputs(x, y, alpha, _reject_extra("resizemix", kw))
+    opts = _options("resizemix", kw)
+    _check_inputs(x, y, alpha, opts.check_labels)
     tau = _uniform(generator, *scale) if lam is None else math.sqrt(1.0 - _check_lam(lam))
-    perm = _to_device(sample_perm(x.shape[0], generator), x.device)
+    perm = _to_device(sample_pairs(x.shape[0], opts.pairing, generator), x.device)
     n, _, h, w = x.shape
     ph, pw = int(round(tau * h)), int(round(tau * w))
     y0, x0 = _randint(generator, h - ph + 1), _randint(generator, w - pw + 1)
@@ -263,7 +290,7 @@ def resizemix(x, y, *, alpha=1.0, generator=None, lam=None, scale=(0.1, 0.8), **
 def saliencymix(x, y, *, alpha=1.0, generator=None, lam=None, **kw) -> MixOutput:
     """SaliencyMix (Uddin et al., ICLR 2021): λ ~ Beta(α, α), a CutMix box of area 1 - λ centred on the partner's
     spectral-residual saliency peak, pasted at the same place; lam = realised area per sample."""
-    lam, perm = _setup(x, y, alpha, lam, generator, _reject_extra("saliencymix", kw))
+    lam, perm = _setup(x, y, alpha, lam, generator, _options("saliencymix", kw))
     n, _, h, w = x.shape
     peak = spectral_residual_saliency(x).flatten(1).argmax(1)[perm]  # [N] partner's peak, flat index (device)
     mask = box_mask(h, w, cutmix_boxes_at(h, w, lam, peak // w, peak % w))  # boxes computed on the device
@@ -274,7 +301,7 @@ def manifoldmix(x, y, *, alpha=1.0, generator=None, lam=None, stages=(0, 1, 2, 3
                 **kw) -> MixOutput:
     """ManifoldMix (Verma et al., ICML 2019): λ ~ Beta(α, α) per batch, mixed later at a hidden stage drawn from
     ``stages`` (below ``num_stages`` if given); images = copy of x, mask None, lam = λ. Use manifold_forward."""
-    lam, perm = _setup(x, y, alpha, lam, generator, _reject_extra("manifoldmix", kw))
+    lam, perm = _setup(x, y, alpha, lam, generator, _options("manifoldmix", kw))
     choices = [int(s) for s in stages if num_stages is None or int(s) < num_stages]
     if not choices:
         raise ValueError(f"no stage in {tuple(stages)} is below num_stages={num_stages}")
@@ -289,7 +316,7 @@ MIXERS: dict[str, Mixer] = {
 }
 
 
-def mix(x: torch.Tensor, y: torch.Tensor, method: str | Mixer, *, alpha: float = 1.0,
+def mix(x: torch.Tensor, y: torch.Tensor, method: str | Mixer, *, alpha: float | None = None,
         generator: torch.Generator | None = None, check_labels: bool = True, **kwargs) -> MixOutput:
     """Mix a batch with a named method from MIXERS or any mixer callable (e.g. a frozen AutoMix mixer).
 
@@ -301,7 +328,8 @@ def mix(x: torch.Tensor, y: torch.Tensor, method: str | Mixer, *, alpha: float =
         x: [N, C, H, W] float images (never modified in place).
         y: [N] integer labels.
         method: a name in MIXERS or a callable ``mixer(x, y, *, alpha, generator, **kwargs) -> MixOutput``.
-        alpha: Beta(alpha, alpha) concentration for λ.
+        alpha: Beta(alpha, alpha) concentration for λ; None = 1.0 for the built-in mixers, and the mixer's own
+            default for a callable (a trained AutoMix's ``AutoMixAugment`` uses the model's alpha, 2.0).
         generator: optional torch.Generator for every random draw.
         check_labels: check y >= 0 (reads the labels from the device).
         **kwargs: passed to the mixer, e.g. ``lam=0.7`` to force the ratio.
@@ -316,8 +344,11 @@ def mix(x: torch.Tensor, y: torch.Tensor, method: str | Mixer, *, alpha: float =
         fn = method
     else:
         raise TypeError(f"method must be a name in MIXERS or a callable, got {type(method).__name__}")
-    _check_inputs(x, y, alpha, check_labels)
-    if fn in MIXERS.values():  # validated above: the built-in mixer need not read the labels again
+    builtin = fn in MIXERS.values()
+    if alpha is None and builtin:
+        alpha = 1.0
+    _check_inputs(x, y, 1.0 if alpha is None else alpha, check_labels)
+    if builtin:  # validated above: the built-in mixer need not read the labels again
         kwargs["check_labels"] = False
     out = fn(x, y, alpha=alpha, generator=generator, **kwargs)
     if not isinstance(out, MixOutput):

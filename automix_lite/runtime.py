@@ -11,6 +11,7 @@ import random
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Mapping
 from typing import Any, Iterator
 
@@ -93,6 +94,9 @@ def resolve_device(spec: str, *, local_rank: int | None = None, cuda_available: 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype: None on CPU or with ``amp='off'``; 'auto' = bf16 on compute capability >= 8, else fp16."""
+    if amp in ("bf16", "fp16") and device.type != "cuda":
+        warnings.warn(f"amp={amp!r} runs only on CUDA; on {device.type} this run computes in float32 "
+                      "(set amp='off' or 'auto' to silence this)", RuntimeWarning, stacklevel=2)
     if amp == "off" or device.type != "cuda":
         return None
     if amp == "bf16":

@@ -97,11 +97,15 @@ def train(cfg: TrainConfig, callbacks: Iterable[Any] = (), *, figures: bool = Tr
     out = Path(cfg.out)
     if rank == 0:
         check_out_dir(out)
+    threads = torch.get_num_threads()
+    if cfg.threads and device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
     try:
         defaults = [ProgressBar(mode)] if mode != "off" else []
         extras = [FiguresCallback(lambda state: _figures(state))] if figures and rank == 0 else []
         return _run(cfg, CallbackList([*defaults, *callbacks, *extras]), device, rank, world_size, out)
     finally:
+        torch.set_num_threads(threads)
         if own_group:
             dist.destroy_process_group()
 

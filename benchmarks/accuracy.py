@@ -87,7 +87,7 @@ def unpack_cifar(archive: Path, cache: Path) -> Path:
 # ----------------------------------------------------------------------------- configs
 def digits_config(method: str, seed: int, out: Path, epochs: int | None, quick: bool,
                   img_size: int | None = None) -> TrainConfig:
-    kw = dict(label_noise=0.4, method=method, seed=seed, out=str(out))
+    kw = dict(label_noise=0.4, method=method, seed=seed, out=str(out), threads=torch.get_num_threads())
     if epochs is not None:
         kw["epochs"] = epochs
     if img_size is not None:
@@ -101,7 +101,7 @@ def cifar_config(method: str, seed: int, out: Path, data_dir: Path, args) -> Tra
     kw = dict(dataset="cifar10", data_dir=str(data_dir), model=args.cifar_model, method=method, seed=seed,
               out=str(out), epochs=args.cifar_epochs, train_subset=args.train_subset, val_subset=args.val_subset,
               min_lr=0.0, ema_momentum=args.cifar_ema[0], ema_end_momentum=args.cifar_ema[1], amp="off",
-              workers=args.workers, device="cpu", median_last_k=3, log_every=10**6)
+              workers=args.workers, device="cpu", median_last_k=3, log_every=10**6, threads=args.threads)
     if args.quick:
         kw.update(epochs=1, train_subset=200, val_subset=100)
     return TrainConfig.preset("cifar10", **kw)

@@ -178,6 +178,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--tag", default="small_data")
     p.add_argument("--quick", action="store_true", help="smoke mode: 2 epochs on 64 images")
+    p.add_argument("--summary-only", action="store_true", help="train nothing: tables and figure from the log")
     return p.parse_args(argv)
 
 
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    data_dir = _cifar_dir(args)
+    data_dir = None if args.summary_only else _cifar_dir(args)
     log_path = args.out / f"{args.tag}_runs.jsonl"
     done = {}
     if log_path.exists():
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
                 done[_key(rec["setting"], rec["config"])] = rec
     prov = provenance(torch.device("cpu"), args.seeds[0], None if argv is None else [sys.argv[0], *argv])
     plan = [(s, m, seed) for s in args.settings for seed in args.seeds for m in args.methods]
-    for i, (setting, method, seed) in enumerate(plan):
+    for i, (setting, method, seed) in enumerate([] if args.summary_only else plan):
         cfg = run_config(setting, method, seed, args.runs_dir, data_dir, args.quick)
         if _key(setting, cfg.to_dict()) in done:
             continue

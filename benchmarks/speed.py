@@ -165,7 +165,8 @@ def make_runner(name: str, model_name: str, x: torch.Tensor, y: torch.Tensor, nu
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             if name == "automix":
-                loss = model.training_step(x, y, i, total_steps, generator=gen)["loss"]
+                # check_labels=False as the trainer runs it (it checks the dataset's labels once): no host read
+                loss = model.training_step(x, y, i, total_steps, generator=gen, check_labels=False)["loss"]
             elif name == "vanilla":
                 loss = F.cross_entropy(model(x).float(), y)
             elif mixer is not None:  # peer library: soft targets
@@ -178,11 +179,11 @@ def make_runner(name: str, model_name: str, x: torch.Tensor, y: torch.Tensor, nu
             else:
                 sync(device)
                 t0 = time.perf_counter()
-                out = mix(x, y, name, alpha=1.0, generator=gen)
+                out = mix(x, y, name, alpha=1.0, generator=gen, check_labels=False)
                 sync(device)
                 t_mix = time.perf_counter() - t0
                 logits = manifold_forward(model, x, out) if name == "manifoldmix" else model(out.images)
-                loss = mix_loss(logits, out)
+                loss = mix_loss(logits, out, check_labels=False)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()

@@ -50,7 +50,11 @@ def test_digits_train_augmentation_shifts_but_val_is_fixed():
     torch.manual_seed(0)
     views = torch.stack([train[3][0] for _ in range(8)])
     assert not all(torch.equal(views[0], v) for v in views[1:])
-    assert torch.equal(val[3][0], val[3][0])
+    torch.manual_seed(1)  # a different global RNG state: the validation item must not move
+    first = val[3][0].clone()
+    torch.manual_seed(2)
+    assert torch.equal(val[3][0], first)
+    assert not torch.equal(val[3][0], val[4][0])
 
 
 def test_fake_is_deterministic_and_follows_the_config():

@@ -6,6 +6,7 @@ import pytest
 
 from automix_lite.__main__ import build_parser, _config_from_args
 from automix_lite.config import TrainConfig
+from conftest import StepLosses, pairs
 
 
 def test_data_on_device_field_validates_and_reads_cli_words():
@@ -176,8 +177,8 @@ def test_device_loader_has_the_dataloader_batches_order_and_val():
         dev[2].set_epoch(epoch), ref[2].set_epoch(epoch)
         labels_dev = [y for _, y in dev[0]]
         labels_ref = [y for _, y in ref[0]]
-        assert all(torch.equal(a, b) for a, b in zip(labels_dev, labels_ref))
-    for (xa, ya), (xb, yb) in zip(dev[1], ref[1]):  # deterministic val: identical tensors
+        assert all(torch.equal(a, b) for a, b in pairs(labels_dev, labels_ref))
+    for (xa, ya), (xb, yb) in pairs(dev[1], ref[1]):  # deterministic val: identical tensors
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
@@ -196,7 +197,7 @@ def test_resume_mid_epoch_gives_the_uninterrupted_batches():
     sampler.set_start(3 * loader.batch_size)
     tail = list(loader)
     assert len(tail) == len(full) - 3
-    for (xa, ya), (xb, yb) in zip(full[3:], tail):
+    for (xa, ya), (xb, yb) in pairs(full[3:], tail):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert torch.equal(loader.generator.get_state(), after)
     sampler.set_epoch(2)  # and a new epoch draws new crops
@@ -278,7 +279,7 @@ def test_cifar_image_folder_decodes_to_the_dataloader_pixels(tmp_path):
     assert data.augment == dd.ShiftAugment(pad=4, flip_p=0.5, size=32)
     dev = build_loaders(cfg.replace(data_on_device=True))
     ref = build_loaders(cfg.replace(data_on_device=False))
-    for (xa, ya), (xb, yb) in zip(dev[1], ref[1]):
+    for (xa, ya), (xb, yb) in pairs(dev[1], ref[1]):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     # a train batch: the crops the device drew, reproduced through the PIL pipeline of the DataLoader path
     dev[2].set_epoch(0)
@@ -310,7 +311,7 @@ def test_tiny_imagenet_layout_on_the_device(tmp_path):
     dev = build_loaders(cfg.replace(data_on_device=True))
     ref = build_loaders(cfg.replace(data_on_device=False))
     assert dev[0].data.augment == dd.ResizedCropAugment(size=32)
-    for (xa, ya), (xb, yb) in zip(dev[1], ref[1]):  # val: Resize(32, bicubic) at decoding, same pixels
+    for (xa, ya), (xb, yb) in pairs(dev[1], ref[1]):  # val: Resize(32, bicubic) at decoding, same pixels
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     dev[2].set_epoch(0)
     x, y = next(iter(dev[0]))
@@ -328,7 +329,7 @@ def test_mixed_image_sizes_fall_back_or_fail_clearly(tmp_path):
     assert type(loader).__name__ == "DataLoader"  # 'auto' is off on the CPU anyway
 
 
-def test_auto_is_off_on_cpu_and_true_works_for_every_offline_dataset():
+def test_auto_is_off_on_cpu_and_true_gives_the_dataloaders_batches_on_fake_data():
     assert not dd.wanted("auto", torch.device("cpu"), lambda: 0)
     assert dd.wanted(True, torch.device("cpu"), lambda: 1 << 60)
     assert type(build_loaders(TrainConfig.preset("quick"))[0]).__name__ == "DataLoader"
@@ -336,7 +337,7 @@ def test_auto_is_off_on_cpu_and_true_works_for_every_offline_dataset():
     loader, val, sampler, _ = build_loaders(cfg)
     ref = build_loaders(cfg.replace(data_on_device=False))
     sampler.set_epoch(0), ref[2].set_epoch(0)
-    for (xa, ya), (xb, yb) in zip(loader, ref[0]):  # fake: no augmentation, identical batches
+    for (xa, ya), (xb, yb) in pairs(loader, ref[0]):  # fake: no augmentation, identical batches
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
@@ -349,15 +350,7 @@ def test_train_with_data_on_device_runs_and_resumes_mid_epoch_exactly(tmp_path, 
     kw = dict(dataset="digits", img_size=16, train_subset=48, val_subset=16, batch_size=8, epochs=2, model="resnet_tiny_cifar",
               method="cutmix", workers=0, amp="off", log_every=1, median_last_k=1, data_on_device=True)
 
-    class Losses:
-        def __init__(self, stop=None):
-            self.rows, self.stop = {}, stop
-
-        def on_step_end(self, state):
-            self.rows[state.step] = dict(state.losses)
-            if state.step == self.stop:
-                raise KeyboardInterrupt
-
+    Losses = StepLosses
     ref = Losses()
     res = train(TrainConfig.preset("quick", out=str(tmp_path / "ref"), **kw), callbacks=[ref])
     assert len(ref.rows) == 12 and all(math.isfinite(r["loss"]) for r in ref.rows.values())
@@ -423,7 +416,7 @@ def test_ddp_shards_on_the_device_match_the_dataloader_shards():
         ref = build_loaders(cfg.replace(data_on_device=False), distributed=True, rank=rank, world_size=2)
         assert dev[0].batch_size == 8 and len(dev[0]) == len(ref[0])
         dev[2].set_epoch(3), ref[2].set_epoch(3)
-        for (_, ya), (_, yb) in zip(dev[0], ref[0]):
+        for (_, ya), (_, yb) in pairs(dev[0], ref[0]):
             assert torch.equal(ya, yb)
         seen.append(list(dev[2]))
         assert [len(y) for _, y in dev[1]] == [len(y) for _, y in ref[1]]  # val sharded without padding

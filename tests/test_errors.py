@@ -9,6 +9,7 @@ import torch
 from automix_lite import AutoMix, Classifier, MixBlock, TrainConfig, from_openmixup, mix, mix_loss, to_openmixup, train
 from automix_lite.__main__ import main as cli_main
 from automix_lite.data import build_datasets
+from conftest import fake_config
 
 train_mod = importlib.import_module("automix_lite.train")
 
@@ -22,10 +23,7 @@ def automix():
 
 
 def _fake(tmp_path, **kw):
-    base = dict(dataset="fake", img_size=16, num_classes=4, train_subset=16, val_subset=8, model="resnet_tiny_cifar",
-                epochs=1, batch_size=8, workers=0, amp="off", out=str(tmp_path / "run"))
-    base.update(kw)
-    return TrainConfig.preset("quick", **base)
+    return fake_config(tmp_path, **kw)
 
 
 # ------------------------------------------------------------------ image tensors: rank, dtype, channels

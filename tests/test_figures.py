@@ -24,11 +24,14 @@ def test_derangement_is_reproducible_and_random():
         derangement(1)
 
 
-def test_plain_randperm_has_fixed_points_the_figures_avoid():
-    # the reason for the helper: the mixers' pairing leaves fixed points in a 4-photo batch most of the time
-    hits = sum(bool((torch.randperm(4, generator=torch.Generator().manual_seed(s)) == torch.arange(4)).any())
+def test_the_mixers_random_pairing_has_fixed_points_the_figures_avoid():
+    # the reason for the helper: the mixers' default pairing leaves a photo paired with itself in a 4-photo batch
+    # most of the time, which a figure would show as an unmixed image
+    x, y = torch.rand(4, 3, 8, 8), torch.arange(4)
+    hits = sum(bool((mix(x, y, "mixup", generator=torch.Generator().manual_seed(s)).perm == torch.arange(4)).any())
                for s in range(100))
     assert hits > 30
+    assert all((mix_distinct_pairs(x, y, "mixup", lam=0.5).perm != torch.arange(4)).all() for _ in range(20))
 
 
 @pytest.mark.parametrize("method", [m for m in MIXERS if m != "vanilla"])

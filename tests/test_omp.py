@@ -15,6 +15,7 @@ import pytest
 
 import automix_lite
 from automix_lite import TrainConfig, _omp, train
+from conftest import fake_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,9 +70,7 @@ def test_openmp_loaded_reads_the_process_maps(tmp_path):
 
 
 def _tiny(tmp_path):
-    return TrainConfig.preset("quick", dataset="fake", img_size=16, num_classes=4, train_subset=8, val_subset=8,
-                              model="resnet_tiny_cifar", epochs=1, batch_size=8, out=str(tmp_path / "run"),
-                              method="vanilla")
+    return fake_config(tmp_path, train_subset=8, method="vanilla")
 
 
 def test_train_records_the_policy_and_warns_once_when_too_late(tmp_path, monkeypatch):

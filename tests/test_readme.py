@@ -26,6 +26,11 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_readme_main_command_installs_then_runs_the_offline_quick_preset():
     install, run = (part.strip() for part in _readme_commands()[0].split("&&"))
     assert shlex.split(install)[:3] == ["pip", "install", "-e"] and shlex.split(install)[3].startswith(".")
+    # the first command installs what the second needs: the same extra as .ci/run, which runs the second
+    ci_installs = re.findall(r'pip" install -q -e "([^"]+)"', (ROOT / ".ci/run").read_text())
+    assert ci_installs and shlex.split(install)[3] in ci_installs, (install, ci_installs)
+    extras = re.search(r"^dev = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert '"pytest"' in extras and '"nbval"' in extras
     argv = shlex.split(run)
     assert argv[:3] == ["python", "-m", "automix_lite"]
     args = build_parser().parse_args(argv[3:])

@@ -22,6 +22,7 @@ import torch
 from automix_lite import TrainConfig, train
 from automix_lite.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint, save_checkpoint
 from automix_lite.train import NonFiniteLossError, build_model
+from conftest import StepLosses, fake_config
 
 ROOT = Path(__file__).resolve().parents[1]
 train_mod = importlib.import_module("automix_lite.train")  # the module (the package exports the function)
@@ -34,25 +35,16 @@ def _no_figures(monkeypatch):
 
 
 def _cfg(tmp_path, name="run", **kw):
-    base = dict(dataset="fake", img_size=16, num_classes=4, train_subset=32, val_subset=16,
-                model="resnet_tiny_cifar", method="automix", epochs=2, batch_size=8, workers=0, amp="off",
-                out=str(tmp_path / name), log_every=1, median_last_k=1, ema_momentum=0.9, ema_end_momentum=0.99)
-    base.update(kw)
-    return TrainConfig.preset("quick", **base)
+    base = dict(train_subset=32, val_subset=16, method="automix", epochs=2, log_every=1, median_last_k=1,
+                ema_momentum=0.9, ema_end_momentum=0.99)
+    return fake_config(tmp_path, name, **{**base, **kw})
 
 
 def _sha(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-class Losses:
-    """Records every step's scalar losses (what the resume-equality tests compare)."""
-
-    def __init__(self):
-        self.rows = {}
-
-    def on_step_end(self, state):
-        self.rows[state.step] = dict(state.losses)
+Losses = StepLosses
 
 
 def _assert_same_losses(ref: dict, got: dict, tol=1e-6):
@@ -231,13 +223,7 @@ def test_keyboard_interrupt_then_resume_reproduces_losses(tmp_path, method, stop
     ref = Losses()
     ref_res = train(_cfg(tmp_path, "ref", **kw), callbacks=[ref])
 
-    class Stop(Losses):
-        def on_step_end(self, state):
-            super().on_step_end(state)
-            if state.step == stop_at:
-                raise KeyboardInterrupt
-
-    first = Stop()
+    first = StepLosses(stop=stop_at)
     cfg = _cfg(tmp_path, "cut", **kw)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, callbacks=[first])

@@ -13,6 +13,7 @@ from automix_lite.__main__ import main as cli_main
 from automix_lite.callbacks import ProgressBar
 from automix_lite.runtime import (DeviceUnavailableError, LazyScalars, dist_env, progress_mode, read_scalars,
                                   resolve_device)
+from conftest import fake_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU2 = dict(cuda_available=True, device_count=2, current_device=0)
@@ -131,9 +132,7 @@ def test_progress_mode_rejects_unknown_modes():
 
 
 def _fake_cfg(tmp_path, **kw):
-    base = dict(dataset="fake", img_size=16, num_classes=4, train_subset=16, val_subset=8, model="resnet_tiny_cifar",
-                method="mixup", epochs=1, batch_size=8, out=str(tmp_path / "run"))
-    return TrainConfig.preset("quick", **{**base, **kw})
+    return fake_config(tmp_path, **{"method": "mixup", **kw})
 
 
 def test_text_bar_in_a_terminal_nothing_in_logs(tmp_path, capsys):

@@ -8,13 +8,11 @@ import torch.nn as nn
 
 from automix_lite import AutoMix, Classifier, TrainConfig, export_classifier, load_model, train
 from automix_lite.checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
+from conftest import fake_config
 
 
 def _run(tmp_path, method, **kw):
-    base = dict(dataset="fake", img_size=16, num_classes=4, train_subset=16, val_subset=8, model="resnet_tiny_cifar",
-                epochs=1, batch_size=8, out=str(tmp_path / method), method=method)
-    base.update(kw)
-    return train(TrainConfig.preset("quick", **base), figures=False, progress="off")
+    return train(fake_config(tmp_path, method, method=method, **kw), figures=False, progress="off")
 
 
 @pytest.mark.parametrize("method", ["automix", "mixup"])
@@ -112,3 +110,18 @@ def test_export_from_a_run_folder_and_bad_heads(tmp_path):
         export_classifier(result.model, "ensemble")
     with pytest.raises(TypeError):
         export_classifier(nn.Linear(2, 2))
+
+
+def test_rng_states_of_more_gpus_than_present_restore_the_ones_that_exist(monkeypatch):
+    """An 8-GPU checkpoint resumed on one GPU raised IndexError (set_rng_state_all over every saved state)."""
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device="cuda": restored.append(device))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: (_ for _ in ()).throw(IndexError("8 > 1")))
+    gen = torch.Generator().manual_seed(0)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.zeros(16, dtype=torch.uint8)] * 8)
+    state = rng_state(gen)
+    assert len(state["cuda"]) == 8
+    set_rng_state(state, gen)
+    assert restored == [0]

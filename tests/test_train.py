@@ -12,16 +12,13 @@ import torch
 from automix_lite import MIXERS, TrainConfig, train
 from automix_lite.__main__ import main as cli_main
 from automix_lite.train import cosine_lr, resolve_amp, summarize
+from conftest import fake_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fake(tmp_path, **kw):
-    base = dict(dataset="fake", img_size=16, num_classes=4, train_subset=32, val_subset=16, model="resnet_tiny_cifar",
-                epochs=1, batch_size=8, workers=0, amp="off", out=str(tmp_path / "run"), log_every=1,
-                median_last_k=2)
-    base.update(kw)
-    return TrainConfig.preset("quick", **base)
+    return fake_config(tmp_path, **{"train_subset": 32, "val_subset": 16, "log_every": 1, "median_last_k": 2, **kw})
 
 
 @pytest.mark.parametrize("method", ["automix", *MIXERS])

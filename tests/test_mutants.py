@@ -1,0 +1,57 @@
+"""Tests aimed at the mutants that survived the suite (issue 23): each fails if its mutant is applied.
+
+* ``online_pass="auto"`` must pick the separate passes off CUDA (a mutant picked the fused pass on the CPU);
+* the ensemble head is the mean of the *squared* logits of the four heads (a mutant averaged raw logits);
+* ``att_norm`` is applied after the Mix Block's query/key conv (a mutant skipped it).
+"""
+import pytest
+import torch
+import torch.nn as nn
+
+import automix_lite.automix as automix_module
+from automix_lite import AutoMix, MixBlock
+
+
+def test_auto_online_pass_is_separate_on_the_cpu(monkeypatch):
+    model = AutoMix("resnet_tiny_cifar", num_classes=4, online_pass="auto")
+    calls = []
+    real = automix_module.per_part_batchnorm
+    monkeypatch.setattr(automix_module, "per_part_batchnorm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = torch.randn(4, 3, 16, 16)
+    model._online_features(x, x.flip(0))
+    assert calls == []  # auto on the CPU: two plain passes
+    model.online_pass = "fused"
+    model._online_features(x, x.flip(0))
+    assert calls == [1]  # the explicit request is honoured everywhere
+
+
+def test_ensemble_is_the_mean_of_squared_logits():
+    torch.manual_seed(0)
+    model = AutoMix("resnet_tiny_cifar", num_classes=4).eval()
+    for p in model.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)  # four different heads
+    x = torch.randn(3, 3, 16, 16)
+    outs = model.forward_all(x)
+    want = torch.stack([o.pow(2) for o in outs.values()]).mean(0)
+    got = model(x, head="ensemble")
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, torch.stack(list(outs.values())).mean(0))  # not the raw-logit mean
+    model.head_ensemble = True
+    torch.testing.assert_close(model(x), want)  # head=None follows head_ensemble
+
+
+@pytest.mark.parametrize("att_norm, norm_type", [("bn", nn.BatchNorm2d), ("ln", nn.LayerNorm)])
+def test_att_norm_is_applied_to_queries_and_keys(att_norm, norm_type):
+    torch.manual_seed(0)
+    block = MixBlock(8, att_norm=att_norm).eval()
+    assert isinstance(block.query.norm, norm_type)
+    z, perm = torch.randn(2, 8, 4, 4), torch.tensor([1, 0])
+    before = block.attention(z, 0.5, perm)
+    q_raw = block.query.conv(z)
+    with torch.no_grad():
+        block.query.norm.weight.mul_(3.0)  # the norm's affine weight must reach q, k and the attention
+    after = block.attention(z, 0.5, perm)
+    torch.testing.assert_close(after["q"], block.query.norm(q_raw))
+    assert not torch.allclose(after["attn"], before["attn"])
+    plain = MixBlock(8, att_norm=None)
+    assert isinstance(plain.query.norm, nn.Identity)
