@@ -7,7 +7,6 @@ import torch
 from automix_lite import AutoMix
 from automix_lite import diagnostics as D
 
-SHORT_EPOCHS = 6  # the quick preset shortened from 16 epochs (~30 s on 2 idle cores)
 
 
 def _hist(*vals, heads=("one_k", "one_q")):
@@ -85,24 +84,5 @@ def test_figure_masks_are_the_figure_pairs():
     assert not math.isnan(D.mask_diversity(own))
 
 
-def test_shortened_quick_run_shows_structured_masks_without_collapse(tmp_path):
-    """The main job's preset, shortened: the masks of masks.png already have structure (the old preset's flat
-    masks scored ~0.01, an untrained Mix Block < 0.01) and no head's top-1 falls by more than COLLAPSE_DROP."""
-    import json
-
-    from automix_lite import TrainConfig, train
-
-    cfg = TrainConfig.preset("quick", epochs=SHORT_EPOCHS, out=str(tmp_path / "run"))
-    result = train(cfg)
-    d = json.loads((result.out / "metrics.json").read_text())["diagnostics"]
-    assert d == result.metrics["diagnostics"]
-    assert d["structured"] and d["mask_std"] >= D.STRUCTURE_MIN, d
-    assert d["mask_diversity"] > 0.02, d  # the pairs get different patterns
-    assert not d["collapse"] and d["max_top1_drop"] <= D.COLLAPSE_DROP, d
-    assert min(result.metrics["final_top1"].values()) > 80.0, result.metrics["final_top1"]
-    # the recorded numbers are those of the masks drawn in masks.png (same images, pairs and λ)
-    from automix_lite.data import build_loaders
-
-    x = next(iter(build_loaders(cfg)[1]))[0][:D.FIGURE_IMAGES]
-    own, _ = D.figure_masks(result.model, x)
-    assert D.mask_structure(own[:D.FIGURE_ROWS]) == pytest.approx(d["mask_std"], rel=1e-6)
+# The main job itself (the quick preset, seed 0, as typed) is checked for structured masks, no collapse and
+# figure/metric agreement in tests/test_main_job.py.

@@ -49,7 +49,7 @@ def test_cutmix_equals_timm_cutmix_when_the_cut_side_is_even(monkeypatch, lam):
     side = int(12 * (1 - lam) ** 0.5)
     cy, cx = 5, 2
     np.random.seed(0)
-    peer = timm_mixup.Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, num_classes=5)
+    peer = timm_mixup.Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=0.0, num_classes=5)
     monkeypatch.setattr(peer, "_params_per_batch", lambda: (lam, True))
     calls = iter([cy, cx])
     monkeypatch.setattr(timm_mixup.np.random, "randint", lambda lo, hi, size=None: next(calls))

@@ -81,7 +81,8 @@ def test_cli_eval_uses_the_requested_device_not_the_runs(tmp_path, capsys):
     ckpt["config"].update(device="cuda:0", data_on_device=True)  # trained on a GPU, evaluated here on the CPU
     torch.save(ckpt, tmp_path / "gpu_run.pt")
     assert cli_main(["eval", "--checkpoint", str(tmp_path / "gpu_run.pt"), "--device", "cpu"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{"):])  # after the training run's own log line
     assert report["device"] == "cpu" and set(report["top1"]) == {"top1"}
 
 
