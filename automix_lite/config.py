@@ -437,11 +437,9 @@ def _check_model(name: str) -> str | None:
     """Return an error message for an unknown model name, else None (imports timm lazily)."""
     if name in CIFAR_MODELS:
         return None
-    try:
-        from . import models as _models  # models.py may register more CIFAR-stem names
-        extra = tuple(getattr(_models, "CIFAR_MODELS", ()))
-    except Exception:  # noqa: BLE001 - models.py missing or broken must not break config checks
-        extra = ()
+    from . import models as _models  # a broken models.py (or timm) must fail here, not pass as "unknown model"
+
+    extra = tuple(_models.CIFAR_MODELS)  # models.py may register more CIFAR-stem names
     if name in extra:
         return None
     cifar = CIFAR_MODELS + extra

@@ -197,7 +197,14 @@ def _cifar_dir(args) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    threads = torch.get_num_threads()
+    try:
+        return _main(parse_args(argv), argv)
+    finally:
+        torch.set_num_threads(threads)  # called from a test or a notebook: leave the process as it was
+
+
+def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     data_dir = None if args.summary_only else _cifar_dir(args)

@@ -95,3 +95,15 @@ def test_cli_eval_refuses_a_crafted_checkpoint(tmp_path, capsys):
     assert cli_main(["eval", "--checkpoint", str(tmp_path / "evil.pt")]) == 1  # CheckpointError, no traceback
     assert not (tmp_path / "pwned").exists()
     assert "no loadable checkpoint" in capsys.readouterr().err
+
+
+def test_momentum_one_disables_the_ema_and_above_one_is_refused():
+    model = AutoMix("resnet_tiny_cifar", num_classes=4, momentum=1.0, end_momentum=1.0)
+    with torch.no_grad():
+        for p in model.backbone_q.parameters():
+            p.add_(1.0)  # the online network moves; the momentum encoder must not follow
+    before = [p.clone() for p in model.backbone_k.parameters()]
+    assert model.momentum_update(5, 10) == 1.0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.backbone_k.parameters(), strict=True))
+    with pytest.raises(ValueError, match="momentum"):
+        AutoMix("resnet_tiny_cifar", num_classes=4, momentum=1.5)
