@@ -64,9 +64,9 @@ def run_mutant(m: Mutant, timeout: int) -> dict:
         shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
         target = root / "automix_lite" / m.path
         text = target.read_text()
-        if text.count(m.old) != 1:
+        if m.old and text.count(m.old) != 1:
             return {"mutant": m.name, "result": f"NOT APPLIED ({text.count(m.old)} matches in {m.path})"}
-        target.write_text(text.replace(m.old, m.new))
+        target.write_text(text.replace(m.old, m.new) if m.old else text)
         env = {**os.environ, "PYTHONPATH": str(root), "AUTOMIX_SMOKE": "1"}
         cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:nbval", "-o", "addopts=", *m.tests]
         try:
@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
     args = p.parse_args(argv)
     chosen = [m for m in MUTANTS if args.only is None or m.name in args.only]
+    # control: the same tests on the unchanged copy must pass, or "killed" would mean nothing
+    control = run_mutant(Mutant("control (no change)", "automix.py", "", "",
+                                tuple(dict.fromkeys(t for m in chosen for t in m.tests))), args.timeout)
+    print(f"{'control (no change)':32s} {'passes' if control['result'] == 'SURVIVED' else 'FAILS: ' + control['summary']}")
+    if control["result"] != "SURVIVED":
+        return 2
     report = []
     for m in chosen:
         r = run_mutant(m, args.timeout)
