@@ -356,6 +356,14 @@ _IMAGENET_R18 = dict(  # OpenMixup configs/classification/imagenet/automix/basic
     mask_loss_schedule="upstream", median_last_k=5, workers=8, channels_last=True,
 )
 
+_QUICK = dict(
+    dataset="digits", img_size=16, in_chans=3, model="resnet_tiny_cifar", method="automix",
+    epochs=16, batch_size=32, lr=0.1, min_lr=0.0, weight_decay=1e-4, momentum=0.9, alpha=2.0,
+    feature_stage=2, att_norm="bn", mb_lr=0.02, mb_min_lr=0.01,
+    ema_momentum=0.95, ema_end_momentum=0.999, label_noise=0.0, amp="off", workers=0, threads=1,
+    median_last_k=3, log_every=10, out="runs/quick",
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # Offline CPU demo (~2-3 min on 2 cores) that must *show* AutoMix: structured masks, curves without a
     # collapse (automix_lite.diagnostics measures both). Not an upstream recipe; each departure has a reason:
@@ -373,13 +381,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     #   two on the idle 2-core machine and leaves a core to the notebook / browser (benchmarks/busy_neighbour.py).
     # * 40 steps per epoch, 640 in all: the EMA horizon 1/(1-m) of 0.999 (1,000 steps) would leave the momentum
     #   encoder at its initialisation for most of the run; 0.95 -> 0.999 keeps it a lagging copy.
-    "quick": dict(
-        dataset="digits", img_size=16, in_chans=3, model="resnet_tiny_cifar", method="automix",
-        epochs=16, batch_size=32, lr=0.1, min_lr=0.0, weight_decay=1e-4, momentum=0.9, alpha=2.0,
-        feature_stage=2, att_norm="bn", mb_lr=0.02, mb_min_lr=0.01,
-        ema_momentum=0.95, ema_end_momentum=0.999, label_noise=0.0, amp="off", workers=0, threads=1,
-        median_last_k=3, log_every=10, out="runs/quick",
-    ),
+    "quick": _QUICK,
+    # The "show the gain" regime: the quick preset's AutoMix on few images for many epochs, where vanilla training
+    # memorises its images (benchmarks/small_data.py; results and the search behind them in
+    # benchmarks/results/small_data.md and docs/recipes.md#small-data).
+    "small_data": dict(_QUICK, train_subset=200, epochs=200, eval_every=10, out="runs/small_data"),
     # No AutoMix CIFAR-10 config exists in OpenMixup (benchmark: "CutMix-style settings");
     # the CIFAR-100 R-18 recipe r18_l2_a2_near_L1_01_mlr5e_2.py with 10 classes.
     "cifar10": dict(_CIFAR_R18, dataset="cifar10", out="runs/cifar10"),

@@ -41,6 +41,7 @@ from speed import provenance  # noqa: E402
 
 from automix_lite import TrainConfig, train  # noqa: E402
 
+PRESET_SETTING = "digits_200"  # the setting that TrainConfig.preset("small_data") trains (tested)
 METHOD_ALPHA = {"vanilla": 1.0, "mixup": 1.0, "cutmix": 0.2, "automix": 2.0}  # OpenMixup CIFAR settings
 SETTINGS: dict[str, dict] = {
     # 200 of the 1,297 training digits, 200 epochs (7 steps each): vanilla memorises its 200 images.
@@ -179,6 +180,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tag", default="small_data")
     p.add_argument("--quick", action="store_true", help="smoke mode: 2 epochs on 64 images")
     p.add_argument("--summary-only", action="store_true", help="train nothing: tables and figure from the log")
+    p.add_argument("--merge", nargs="*", type=Path, default=[],
+                   help="more run logs (*_runs.jsonl of parallel processes) to read with this tag's own")
     return p.parse_args(argv)
 
 
@@ -210,11 +213,12 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     data_dir = None if args.summary_only else _cifar_dir(args)
     log_path = args.out / f"{args.tag}_runs.jsonl"
     done = {}
-    if log_path.exists():
-        for line in log_path.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[_key(rec["setting"], rec["config"])] = rec
+    for path in [log_path, *args.merge]:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    done[_key(rec["setting"], rec["config"])] = rec
     prov = provenance(torch.device("cpu"), args.seeds[0], None if argv is None else [sys.argv[0], *argv])
     plan = [(s, m, seed) for s in args.settings for seed in args.seeds for m in args.methods]
     for i, (setting, method, seed) in enumerate([] if args.summary_only else plan):
@@ -230,7 +234,12 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
     records = [r for r in done.values() if r["setting"] in args.settings]
     summary = summarize(records)
     result = {"benchmark": "small_data", "provenance": prov, "settings": {s: SETTINGS[s] for s in args.settings},
-              "method_alpha": METHOD_ALPHA, "summary": summary}
+              "method_alpha": METHOD_ALPHA, "logs": [str(p) for p in [log_path, *args.merge]],
+              # median, not mean: a run paused by another benchmark counts its pause as wall time
+              "median_wall_time_s": {s: {m: statistics.median(r["wall_time_s"] for r in records
+                                                              if r["setting"] == s and r["method"] == m)
+                                         for m in summary[s]["methods"]} for s in summary},
+              "summary": summary}
     (args.out / f"{args.tag}.json").write_text(json.dumps(result, indent=1))
     md = markdown(summary, prov)
     (args.out / f"{args.tag}.md").write_text(md)

@@ -212,3 +212,31 @@ def test_speed_steps_do_not_read_the_labels_back_like_the_trainer(monkeypatch):
     for name in ("automix", "cutmix"):
         speed.make_runner(name, "resnet_tiny_cifar", x, y, 4, torch.device("cpu"), 0, 10).step(0)
     assert seen == [("automix", False), ("mix", False)]
+
+
+def test_small_data_preset_is_the_studied_setting():
+    """TrainConfig.preset('small_data') is the quick preset with the study's setting, as docs/recipes.md says."""
+    from automix_lite import TrainConfig
+
+    sd = _load("small_data")
+    preset = TrainConfig.preset("small_data", out="x")
+    studied = TrainConfig.preset("quick", **sd.SETTINGS[sd.PRESET_SETTING], out="x")
+    assert preset.replace(preset_name="quick") == studied
+
+
+def test_notebook_03_quotes_the_published_small_data_study():
+    """The expected outcome notebook 03 prints before training is the committed study's, digit for digit."""
+    import ast
+    import re
+
+    nb = json.loads((BENCH.parent / "notebooks" / "03_train_automix.ipynb").read_text())
+    code = next("".join(c["source"]) for c in nb["cells"] if "PUBLISHED = " in "".join(c["source"]))
+    published = ast.literal_eval(re.search(r"^PUBLISHED = (.*)$", code, re.M).group(1))
+    paired = ast.literal_eval(re.search(r"^PAIRED_VS_VANILLA = (.*)$", code, re.M).group(1))
+    sd = _load("small_data")
+    study = json.loads((BENCH / "results" / "small_data.json").read_text())["summary"][sd.PRESET_SETTING]
+    for m, s in study["methods"].items():
+        assert published[m] == {"mean": round(s["mean"], 2), "std": round(s["std"], 2), "n": s["n"]}, m
+    for m, p in study["vs_vanilla"].items():
+        assert paired[m] == {k: (round(p[k], 2) if isinstance(p[k], float) else p[k])
+                             for k in ("mean_diff", "std_diff", "wins", "n")}, m
