@@ -1,12 +1,6 @@
 """Shared test set-up. automix_lite is imported before any test module imports torch, so the test processes run
 with OpenMP's passive wait like the CLI (automix_lite/_omp.py) and tests see no 'torch imported first' warning."""
-import os
-
 import automix_lite  # noqa: F401  (first: chooses OpenMP's wait policy before torch loads)
-
-# Notebook exercises: the suite runs every notebook with the reference solutions filled in
-# (notebooks/solutions/), so a broken exercise or checking cell fails CI. nbval's kernels inherit this.
-os.environ.setdefault("AUTOMIX_SOLUTIONS", "1")
 
 
 def fake_config(tmp_path, name: str = "run", **overrides):

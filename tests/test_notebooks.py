@@ -46,3 +46,28 @@ def test_colab_install_cell_takes_its_source_from_one_variable(path, monkeypatch
     calls.clear()
     exec(compile(install, path.name, "exec"), {})
     assert calls == []  # outside Colab nothing is installed
+
+
+def test_exercises_are_left_to_the_learner_and_the_solutions_are_right():
+    """The exercise cells of 02b raise until edited; the reference solutions (which CI fills in) equal the library."""
+    import importlib.util
+
+    import torch
+    import torch.nn.functional as F
+
+    from automix_lite import mask_loss
+
+    nb = ROOT / "notebooks" / "02b_the_training_step.ipynb"
+    exercises = [c for c in _code_cells(nb) if "YOUR CODE HERE" in c]
+    assert len(exercises) >= 2 and all("raise NotImplementedError" in c for c in exercises)
+    spec = importlib.util.spec_from_file_location("sol", ROOT / "notebooks" / "solutions" / "training_step.py")
+    sol = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sol)
+    g = torch.Generator().manual_seed(0)
+    logits, y, perm = torch.randn(6, 4, generator=g), torch.randint(0, 4, (6,), generator=g), torch.randperm(6, generator=g)
+    want = 0.3 * F.cross_entropy(logits, y) + 0.7 * F.cross_entropy(logits, y[perm])
+    assert torch.allclose(sol.mixed_ce(logits, y, perm, 0.3), want)
+    partner = torch.rand(3, 1, 5, 5, generator=g)
+    mask = torch.cat([1 - partner, partner], 1)
+    for lam in (0.2, 0.5, 0.9):
+        torch.testing.assert_close(sol.l1_mask_loss(mask, lam, 0.1), mask_loss(mask, lam, "L1", 0.1))
