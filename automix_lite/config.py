@@ -385,7 +385,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The "show the gain" regime: the quick preset's AutoMix on few images for many epochs, where vanilla training
     # memorises its images (benchmarks/small_data.py; results and the search behind them in
     # benchmarks/results/small_data.md and docs/recipes.md#small-data).
-    "small_data": dict(_QUICK, train_subset=200, epochs=200, eval_every=10, out="runs/small_data"),
+    "small_data": dict(_QUICK, dataset="fashion-mnist", data_dir="data/fashion-mnist", download=True, img_size=16,
+                       train_subset=500, val_subset=2000, epochs=120, eval_every=10, out="runs/small_data"),
     # No AutoMix CIFAR-10 config exists in OpenMixup (benchmark: "CutMix-style settings");
     # the CIFAR-100 R-18 recipe r18_l2_a2_near_L1_01_mlr5e_2.py with 10 classes.
     "cifar10": dict(_CIFAR_R18, dataset="cifar10", out="runs/cifar10"),

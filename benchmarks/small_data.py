@@ -41,7 +41,7 @@ from speed import provenance  # noqa: E402
 
 from automix_lite import TrainConfig, train  # noqa: E402
 
-PRESET_SETTING = "digits_200"  # the setting that TrainConfig.preset("small_data") trains (tested)
+PRESET_SETTING = "fashion_500"  # the setting that TrainConfig.preset("small_data") trains (tested)
 METHOD_ALPHA = {"vanilla": 1.0, "mixup": 1.0, "cutmix": 0.2, "automix": 2.0}  # OpenMixup CIFAR settings
 SETTINGS: dict[str, dict] = {
     # 200 of the 1,297 training digits, 200 epochs (7 steps each): vanilla memorises its 200 images.
