@@ -17,21 +17,16 @@ import json
 import sys
 import typing
 
+from ._names import BOOL_WORDS
 from .checkpoint import CheckpointError
 from .config import PRESETS, TrainConfig
 from .loop import NonFiniteLossError
 from .runtime import DeviceUnavailableError
 
-_BOOL_TRUE = {"1", "true", "yes", "on"}
-_BOOL_FALSE = {"0", "false", "no", "off"}
-
-
 def _parse_bool(text: str) -> bool:
-    t = text.lower()
-    if t in _BOOL_TRUE:
-        return True
-    if t in _BOOL_FALSE:
-        return False
+    value = BOOL_WORDS.get(text.lower())
+    if value is not None:
+        return value
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {text!r}")
 
 

@@ -22,7 +22,6 @@ Semantics worth knowing:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import re
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
+from ._names import BOOL_WORDS, did_you_mean  # noqa: E402
 from .mixblock import MASK_LOSS_MODES, UPSAMPLE_MODES  # noqa: E402  (owned by the Mix Block)
 __all__ = ["TrainConfig", "PRESETS", "DATASETS", "CIFAR_MODELS", "METHODS", "ConfigTypeError"]
 
@@ -47,8 +47,7 @@ MASK_LOSS_SCHEDULES = ("constant", "cosine", "upstream")
 MOMENTUM_FEATURES = ("full", "early_stop")
 ONLINE_PASSES = ("auto", "fused", "separate")
 ATT_NORMS = (None, "bn", "ln")
-_BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True,
-               "false": False, "0": False, "no": False, "off": False}
+_BOOL_WORDS = BOOL_WORDS
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -418,8 +417,7 @@ _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 def _suggest(name: str, options: typing.Iterable[str]) -> str:
     """' Did you mean 'x'?' for the closest option, or '' when nothing is close."""
-    close = difflib.get_close_matches(str(name), list(options), n=1, cutoff=0.5)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    return did_you_mean(name, options)
 
 
 def _check_fields(kw: dict[str, Any], where: str) -> None:

@@ -32,7 +32,6 @@ Differences from OpenMixup (``openmixup/models/augments``; also in docs/differen
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
@@ -40,6 +39,7 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ._names import did_you_mean
 from .masks import (_check_lam, _dev, _randint, _to_device, _uniform, box_mask, cutmix_box,  # noqa: F401
                     cutmix_boxes_at, fmix_mask, grid_mask, smooth_mask, spectral_residual_saliency)
 
@@ -337,8 +337,7 @@ def mix(x: torch.Tensor, y: torch.Tensor, method: str | Mixer, *, alpha: float |
     if isinstance(method, str):
         fn = MIXERS.get(method, MIXERS.get(method.lower()))
         if fn is None:
-            close = difflib.get_close_matches(method.lower(), list(MIXERS), n=1, cutoff=0.0)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(method.lower(), MIXERS, cutoff=0.0, quote="plain")
             raise ValueError(f"unknown mixing method '{method}'.{hint} Available: {', '.join(MIXERS)}")
     elif callable(method):
         fn = method

@@ -24,7 +24,6 @@ recipe taps block2 (index 2, 256 x 16 x 16), matching OpenMixup's ``out_indices=
 """
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 import timm
@@ -32,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from ._names import did_you_mean
 
 __all__ = [
     "CIFAR_MODELS",
@@ -145,8 +146,7 @@ CIFAR_MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def _suggest(name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
-    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return did_you_mean(name, choices, n=3)
 
 
 def create_backbone(model: str | nn.Module, *, in_chans: int = 3, pretrained: bool = False,
