@@ -241,3 +241,21 @@ def test_notebook_03_quotes_the_published_small_data_study():
     for m, p in study["vs_vanilla"].items():
         assert paired[m] == {k: (round(p[k], 2) if isinstance(p[k], float) else p[k])
                              for k in ("mean_diff", "std_diff", "wins", "n")}, m
+
+
+def test_busy_neighbour_variants_and_ratios():
+    bn = _load("busy_neighbour")
+    vs = bn.variants(2, [1000])
+    assert list(vs)[:2] == ["as typed", "before (spin, 2 threads)"]
+    assert vs["as typed"] == (["-m", "automix_lite"], {}, [])  # nothing set: what the user types
+    assert vs["passive, 1 thread(s)"][1] == {"OMP_WAIT_POLICY": "PASSIVE"} and "GOMP_SPINCOUNT=1000" in vs
+    code = vs["before (spin, 2 threads)"][0][1]
+    assert code.index("torch") < code.index("automix_lite")  # torch first: OpenMP keeps its default
+    run = lambda wall, top1: {"wall_s": wall, "final_top1": {"one_k": top1}}
+    res = {"idle": {"as typed": run(10, 90.0), "before (spin, 2 threads)": run(9, 91.0)},
+           "loaded": {"as typed": run(20, 90.0), "before (spin, 2 threads)": run(60, 91.0)}}
+    r = bn.ratios(res)
+    assert r["best_variant"] == "as typed" and r["as_typed_over_best"] == 1.0
+    assert r["before_over_as_typed"] == 3.0 and r["as_typed_loaded_over_idle"] == 2.0
+    assert r["idle_as_typed_over_best"] == pytest.approx(10 / 9)
+    assert r["same_results"]["loaded as typed"] and not r["same_results"]["loaded before (spin, 2 threads)"]
