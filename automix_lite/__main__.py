@@ -23,6 +23,7 @@ from .config import PRESETS, TrainConfig
 from .loop import NonFiniteLossError
 from .runtime import DeviceUnavailableError
 
+
 def _parse_bool(text: str) -> bool:
     value = BOOL_WORDS.get(text.lower())
     if value is not None:
@@ -115,17 +116,16 @@ def _cmd_eval(args) -> int:
     from .checkpoint import find_resume_checkpoint, load_checkpoint
     from .data import build_datasets
     from .runtime import resolve_device
-    from .saved import load_model
+    from .saved import model_from_checkpoint
     from .train import evaluate
 
-    path = find_resume_checkpoint(args.checkpoint)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(find_resume_checkpoint(args.checkpoint))
     over = {"data_dir": args.data_dir} if args.data_dir else {}
     cfg = TrainConfig.from_dict({**ckpt["config"], **over, "resume": None})
     _, val_ds, _ = build_datasets(cfg)
     device = resolve_device(args.device)  # the data and the model go where --device says, not the run's device
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
-    model = load_model(path, device=device)
+    model = model_from_checkpoint(ckpt, device=device)  # the checkpoint is read once
     top1 = evaluate(model, val_loader, device)
     print(json.dumps({"checkpoint": str(args.checkpoint), "epoch": ckpt["epoch"], "device": str(device),
                       "top1": top1}, indent=2))

@@ -15,6 +15,7 @@ import sys
 from typing import MutableMapping
 
 VAR = "OMP_WAIT_POLICY"
+_USER_CHOICES = (VAR, "GOMP_SPINCOUNT")  # either one set by the user decides how libgomp waits
 _RUNTIMES = ("libgomp", "libiomp", "libomp")
 
 
@@ -30,15 +31,17 @@ def openmp_loaded(modules: dict | None = None, maps: str = "/proc/self/maps") ->
 
 
 def prefer_passive_wait(environ: MutableMapping[str, str] | None = None, loaded: bool | None = None) -> str:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose a policy; returns what is in effect.
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose how threads wait; returns what is in effect.
 
-    Returns one of ``'PASSIVE (set by automix_lite)'``, ``'<value> (set by the user)'`` or
+    Returns one of ``'PASSIVE (set by automix_lite)'``, ``'OMP_WAIT_POLICY=<value> (set by the user)'`` (or
+    ``GOMP_SPINCOUNT=<n>``, libgomp's spin count, which the user may set instead) or
     ``'default (OpenMP started before automix_lite was imported)'``; the last one means the choice came too
     late to take effect in this process (import automix_lite before torch, or set the variable before Python).
     """
     env = os.environ if environ is None else environ
-    if VAR in env:
-        return f"{env[VAR]} (set by the user)"
+    chosen = [f"{k}={env[k]}" for k in _USER_CHOICES if k in env]
+    if chosen:
+        return f"{', '.join(chosen)} (set by the user)"
     if openmp_loaded() if loaded is None else loaded:
         return "default (OpenMP started before automix_lite was imported)"
     env[VAR] = "PASSIVE"

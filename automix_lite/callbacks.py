@@ -126,8 +126,9 @@ class ProgressBar(Callback):
 
 class FiguresCallback(Callback):
     """Writes ``curves.png`` (losses and top-1 per epoch) and, for every method with a pixel mask, ``masks.png``
-    (real validation images, their partners, the masks, the mixes; AutoMix: the trained Mix Block at λ = 0.5, image i
-    mixed with image i-1, as ``diagnostics.figure_masks`` pairs them) into the run folder when training ends. ``train`` adds it on rank 0.
+    (real validation images, their partners, the masks, the mixes; AutoMix: the trained Mix Block at λ = 0.5, image
+    i mixed with image i-1, as ``diagnostics.figure_masks`` pairs them) into the run folder when training ends.
+    ``train`` adds it on rank 0.
 
     Args:
         draw: ``draw(state)`` replaces the drawing (default: ``draw_state_figures``).

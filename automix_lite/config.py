@@ -30,9 +30,9 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from ._names import BOOL_WORDS, did_you_mean
+from .mixblock import MASK_LOSS_MODES, UPSAMPLE_MODES  # owned by the Mix Block
 
-from ._names import BOOL_WORDS, did_you_mean  # noqa: E402
-from .mixblock import MASK_LOSS_MODES, UPSAMPLE_MODES  # noqa: E402  (owned by the Mix Block)
 __all__ = ["TrainConfig", "PRESETS", "DATASETS", "CIFAR_MODELS", "METHODS", "ConfigTypeError"]
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "tiny-imagenet", "imagenet", "folder", "fake")
@@ -47,7 +47,6 @@ MASK_LOSS_SCHEDULES = ("constant", "cosine", "upstream")
 MOMENTUM_FEATURES = ("full", "early_stop")
 ONLINE_PASSES = ("auto", "fused", "separate")
 ATT_NORMS = (None, "bn", "ln")
-_BOOL_WORDS = BOOL_WORDS
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -196,8 +195,8 @@ class TrainConfig:
             if isinstance(value, os.PathLike):
                 setattr(self, name, os.fspath(value))
         # the CLI passes every non-bool field as text: read 'true' / 'false' for data_on_device
-        if isinstance(self.data_on_device, str) and self.data_on_device.lower() in _BOOL_WORDS:
-            self.data_on_device = _BOOL_WORDS[self.data_on_device.lower()]
+        if isinstance(self.data_on_device, str) and self.data_on_device.lower() in BOOL_WORDS:
+            self.data_on_device = BOOL_WORDS[self.data_on_device.lower()]
 
     # ---- construction -------------------------------------------------------------------
     @classmethod

@@ -409,7 +409,8 @@ def snapshot(run: Run) -> dict:
             "partial_epoch": {"sums": read_scalars(run.sums), "count": run.count, "nonfinite": run.nonfinite_epoch,
                               "time": run.t_before + time.time() - run.t_epoch} if mid else None,
             "nonfinite_total": run.nonfinite_total, "consecutive_nonfinite": run.consecutive,
-            "config": run.cfg.to_dict(), "num_classes": run.num_classes, "in_chans": run.info.in_chans, "model_class": type(run.model).__name__,
+            "config": run.cfg.to_dict(), "num_classes": run.num_classes, "in_chans": run.info.in_chans,
+            "model_class": type(run.model).__name__,
             "versions": versions_info(), "environment": environment_info(run.device, run.world_size)}
 
 

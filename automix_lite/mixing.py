@@ -156,15 +156,18 @@ def sample_perm(n: int, generator: torch.Generator | None = None) -> torch.Tenso
     return torch.randperm(n, generator=generator, device=_dev(generator))
 
 
+PAIRINGS = ("random", "flip", "roll")  # see sample_pairs
+
+
 def sample_pairs(n: int, pairing: str = "random", generator: torch.Generator | None = None) -> torch.Tensor:
     """Each sample's partner index [N]: ``'random'`` = ``sample_perm`` (this library's default and OpenMixup's;
     a sample may draw itself and then mixes with itself), ``'flip'`` = n-1-i (timm's ``Mixup``), ``'roll'`` =
     i-1 (torchvision's ``MixUp`` / ``CutMix``). Only ``'random'`` draws from ``generator``; an odd ``n`` leaves
     the middle sample of ``'flip'`` paired with itself."""
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
     if pairing == "random":
         return sample_perm(n, generator)
-    if pairing not in ("flip", "roll"):
-        raise ValueError(f"pairing must be 'random', 'flip' or 'roll', got {pairing!r}")
     if n < 2:
         raise ValueError(f"pairing needs a batch of at least 2 samples, got {n}")
     idx = torch.arange(n, device=_dev(generator))

@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .engine import build_model
 from .models import Classifier
 
-__all__ = ["load_model", "export_classifier"]
+__all__ = ["load_model", "model_from_checkpoint", "export_classifier"]
 
 
 def _in_chans(ckpt: dict, cfg: TrainConfig) -> int:
@@ -57,7 +57,11 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", eval_mod
         CheckpointError: no loadable checkpoint there (a file that is not an automix_lite checkpoint, or one
             that holds more than tensors and plain values).
     """
-    ckpt = load_checkpoint(find_resume_checkpoint(path))
+    return model_from_checkpoint(load_checkpoint(find_resume_checkpoint(path)), device=device, eval_mode=eval_mode)
+
+
+def model_from_checkpoint(ckpt: dict, *, device: str | torch.device = "cpu", eval_mode: bool = True) -> nn.Module:
+    """``load_model`` for a checkpoint dict already read (``checkpoint.load_checkpoint``)."""
     cfg = TrainConfig.from_dict({**ckpt["config"], "resume": None})
     model = build_model(cfg, int(ckpt["num_classes"]), _in_chans(ckpt, cfg))
     model.load_state_dict(ckpt["model"])

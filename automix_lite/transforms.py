@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import default_collate
 
-from .mixing import MIXERS, MixOutput, Mixer, mix, soft_targets
+from .mixing import MIXERS, PAIRINGS, MixOutput, Mixer, mix, soft_targets
 
 __all__ = ["MixTargets"]
 
@@ -59,8 +59,8 @@ class MixTargets:
         for name, value in (("prob", prob), ("switch_prob", switch_prob), ("smoothing", smoothing)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if pairing not in ("random", "flip", "roll"):
-            raise ValueError(f"pairing must be 'random', 'flip' or 'roll', got {pairing!r}")
+        if pairing not in PAIRINGS:
+            raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
         if pairing != "random" and any(not isinstance(m, str) for m in self.methods):
             raise ValueError("pairing applies to the built-in methods; a mixer callable draws its own pairs "
                              "(use pairing='random')")

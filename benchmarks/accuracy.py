@@ -122,6 +122,17 @@ def run_one(suite: str, cfg: TrainConfig) -> dict:
             "wall_time_s": time.time() - t0, "config": cfg.to_dict()}
 
 
+def run_logged(prefix: str, i: int, total: int, label: str, run, log_path: Path) -> dict:
+    """Announce run ``i`` of ``total``, train it (``run()`` returns its record), report its top-1 and append the
+    record to ``log_path`` at once: what lets an interrupted benchmark resume where it stopped."""
+    print(f"[{prefix}] ({i + 1}/{total}) {label} ...", flush=True)
+    rec = run()
+    print(f"[{prefix}]   top-1 {rec['top1']:.2f} ({rec['head']}), {rec['wall_time_s']:.0f} s", flush=True)
+    with open(log_path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    return rec
+
+
 def _key(rec: dict) -> tuple:
     c = rec["config"]
     return (rec["suite"], c["method"], c["seed"], c["epochs"], c["model"], c.get("train_subset"),
@@ -265,12 +276,8 @@ def main(argv: list[str] | None = None) -> dict:
         if _key(stub) in done:
             records.append(done[_key(stub)])
             continue
-        print(f"[accuracy] ({i + 1}/{len(plan)}) {suite} {cfg.method} seed {cfg.seed} ...", flush=True)
-        rec = run_one(suite, cfg)
-        print(f"[accuracy]   top-1 {rec['top1']:.2f} ({rec['head']}), {rec['wall_time_s']:.0f} s", flush=True)
-        with open(log_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        records.append(rec)
+        records.append(run_logged("accuracy", i, len(plan), f"{suite} {cfg.method} seed {cfg.seed}",
+                                  lambda: run_one(suite, cfg), log_path))
 
     summary = summarize(records)
     cmd_argv = None if argv is None else [sys.argv[0]] + list(argv)

@@ -37,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from accuracy import run_logged  # noqa: E402
 from speed import provenance  # noqa: E402
 
 from automix_lite import TrainConfig, train  # noqa: E402
@@ -225,11 +226,8 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> dict:
         cfg = run_config(setting, method, seed, args.runs_dir, data_dir, args.quick)
         if _key(setting, cfg.to_dict()) in done:
             continue
-        print(f"[small_data] ({i + 1}/{len(plan)}) {setting} {method} seed {seed} ...", flush=True)
-        rec = run_one(setting, cfg)
-        print(f"[small_data]   top-1 {rec['top1']:.2f} ({rec['head']}), {rec['wall_time_s']:.0f} s", flush=True)
-        with open(log_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        rec = run_logged("small_data", i, len(plan), f"{setting} {method} seed {seed}",
+                         lambda: run_one(setting, cfg), log_path)
         done[_key(setting, rec["config"])] = rec
     records = [r for r in done.values() if r["setting"] in args.settings]
     summary = summarize(records)

@@ -54,10 +54,13 @@ def test_prefer_passive_wait_pure():
     env: dict = {}
     assert _omp.prefer_passive_wait(env, loaded=False).startswith("PASSIVE") and env == {"OMP_WAIT_POLICY": "PASSIVE"}
     env = {"OMP_WAIT_POLICY": "active"}
-    assert _omp.prefer_passive_wait(env, loaded=False) == "active (set by the user)"
+    assert _omp.prefer_passive_wait(env, loaded=False) == "OMP_WAIT_POLICY=active (set by the user)"
     assert env == {"OMP_WAIT_POLICY": "active"}
     env = {}
     assert _omp.prefer_passive_wait(env, loaded=True).startswith("default") and env == {}
+    env = {"GOMP_SPINCOUNT": "10000"}  # libgomp's own knob: also the user's choice, left alone
+    assert _omp.prefer_passive_wait(env, loaded=False) == "GOMP_SPINCOUNT=10000 (set by the user)"
+    assert env == {"GOMP_SPINCOUNT": "10000"}
 
 
 def test_openmp_loaded_reads_the_process_maps(tmp_path):
