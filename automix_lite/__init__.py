@@ -9,15 +9,15 @@ from . import _omp  # noqa: I001 - first, before anything imports torch (OpenMP 
 
 _omp.WAIT_POLICY = _omp.prefer_passive_wait()
 
-from .automix import HEADS, AutoMix, AutoMixAugment, mask_loss_weight_at, momentum_at
-from .config import PRESETS, TrainConfig
+from .core.automix import HEADS, AutoMix, AutoMixAugment, mask_loss_weight_at, momentum_at
+from .trainer.config import PRESETS, TrainConfig
 from .interop import CheckpointMismatchError, from_openmixup, to_openmixup
-from .mixblock import MixBlock, mask_loss
-from .mixing import (MIXERS, MixOutput, manifold_forward, mix, mix_loss, sample_lam, sample_pairs, sample_perm,
+from .core.mixblock import MixBlock, mask_loss
+from .core.mixing import (MIXERS, MixOutput, manifold_forward, mix, mix_loss, sample_lam, sample_pairs, sample_perm,
                      soft_targets)
-from .models import Classifier, create_backbone, feature_map, stage_modules
-from .checkpoint import CheckpointError
-from .saved import export_classifier, load_model
+from .core.models import Classifier, create_backbone, feature_map, stage_modules
+from .trainer.checkpoint import CheckpointError
+from .trainer.saved import export_classifier, load_model
 from .transforms import MixTargets
 from .train import NonFiniteLossError, TrainResult, train  # noqa: E402  (the function shadows the module name, as in torch)
 

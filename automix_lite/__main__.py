@@ -18,10 +18,10 @@ import sys
 import typing
 
 from ._names import BOOL_WORDS
-from .checkpoint import CheckpointError
-from .config import PRESETS, TrainConfig
-from .loop import NonFiniteLossError
-from .runtime import DeviceUnavailableError
+from .trainer.checkpoint import CheckpointError
+from .trainer.config import PRESETS, TrainConfig
+from .trainer.loop import NonFiniteLossError
+from .fast.runtime import DeviceUnavailableError
 
 
 def _parse_bool(text: str) -> bool:
@@ -81,7 +81,7 @@ def _config_from_args(args) -> TrainConfig:
                  if f.name != "preset_name" and hasattr(args, f.name)}
     preset = args.preset
     if preset is None and overrides.get("resume"):
-        from .checkpoint import find_resume_checkpoint, load_checkpoint
+        from .trainer.checkpoint import find_resume_checkpoint, load_checkpoint
 
         stored = load_checkpoint(find_resume_checkpoint(overrides["resume"]))["config"]
         return TrainConfig.from_dict({**stored, **overrides})
@@ -102,7 +102,7 @@ def _cmd_train(args) -> int:
         print(f"[automix_lite] done in {m['wall_time_s']:.0f}s: final top-1 {final}; best head "
               f"{m['best_head']} (median of last {m['k']} epochs: {m['best_median_top1']:.2f}%)")
     if m.get("diagnostics"):
-        from .diagnostics import format_diagnostics
+        from .trainer.diagnostics import format_diagnostics
 
         print(f"[automix_lite] diagnostics: {format_diagnostics(m['diagnostics'])}")
     print(f"[automix_lite] wrote {result.out}/metrics.json, checkpoint.pt, curves.png"
@@ -113,10 +113,10 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from torch.utils.data import DataLoader
 
-    from .checkpoint import find_resume_checkpoint, load_checkpoint
-    from .data import build_datasets
-    from .runtime import resolve_device
-    from .saved import model_from_checkpoint
+    from .trainer.checkpoint import find_resume_checkpoint, load_checkpoint
+    from .trainer.data import build_datasets
+    from .fast.runtime import resolve_device
+    from .trainer.saved import model_from_checkpoint
     from .train import evaluate
 
     ckpt = load_checkpoint(find_resume_checkpoint(args.checkpoint))

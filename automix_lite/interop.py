@@ -53,7 +53,7 @@ import torch
 import torch.nn as nn
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from .automix import AutoMix
+from .core.automix import AutoMix
 
 __all__ = ["from_openmixup", "to_openmixup", "CheckpointMismatchError", "infer_backbone"]
 
@@ -233,7 +233,7 @@ def _build_backbone(spec: ResNetSpec) -> str | nn.Module:
     model = ResNet(block=block, layers=spec.layers, channels=spec.channels, cardinality=spec.cardinality,
                    base_width=spec.base_width, stem_width=spec.stem_width, num_classes=0, in_chans=spec.in_chans)
     if spec.stem == "cifar":
-        from .models import _cifar_stem  # the same stem swap as the named *_cifar models
+        from .core.models import _cifar_stem  # the same stem swap as the named *_cifar models
         model = _cifar_stem(model, spec.in_chans)
     return model
 

@@ -35,12 +35,12 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import _omp
-from .callbacks import Callback, CallbackList, FiguresCallback, ProgressBar, TrainState, draw_state_figures
-from .checkpoint import check_out_dir
-from .config import TrainConfig
-from .engine import StepModule, build_model, cosine_lr, evaluate, head_names, summarize
-from .loop import NonFiniteLossError, finish, fit, setup_run
-from .runtime import dist_env, init_distributed, progress_mode, resolve_amp, resolve_device
+from .trainer.callbacks import Callback, CallbackList, FiguresCallback, ProgressBar, TrainState, draw_state_figures
+from .trainer.checkpoint import check_out_dir
+from .trainer.config import TrainConfig
+from .trainer.engine import StepModule, build_model, cosine_lr, evaluate, head_names, summarize
+from .trainer.loop import NonFiniteLossError, finish, fit, setup_run
+from .fast.runtime import dist_env, init_distributed, progress_mode, resolve_amp, resolve_device
 
 __all__ = ["train", "TrainResult", "TrainState", "Callback", "NonFiniteLossError", "build_model",
            "cosine_lr", "evaluate", "resolve_amp", "resolve_device", "summarize", "head_names"]
@@ -73,10 +73,10 @@ def train(cfg: TrainConfig, callbacks: Iterable[Any] = (), *, figures: bool = Tr
     Args:
         cfg: a ``TrainConfig`` (e.g. ``TrainConfig.preset("quick", epochs=2)``).
         callbacks: objects with some of ``on_epoch_start``, ``on_step_end``, ``on_epoch_end``, ``on_train_end``
-            (each receives a ``TrainState``; see ``automix_lite.callbacks``).
+            (each receives a ``TrainState``; see ``automix_lite.trainer.callbacks``).
         figures: draw ``curves.png`` / ``masks.png`` when training ends (rank 0).
         progress: ``'auto'`` (the widget bar in Jupyter / Colab, a text bar in a terminal, nothing in logs),
-            ``'notebook'``, ``'text'`` or ``'off'``; see ``automix_lite.runtime.progress_mode``.
+            ``'notebook'``, ``'text'`` or ``'off'``; see ``automix_lite.fast.runtime.progress_mode``.
 
     Raises:
         NonFiniteLossError: ``cfg.max_nonfinite`` non-finite losses in a row (checkpoints left as they were).

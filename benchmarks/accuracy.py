@@ -1,7 +1,7 @@
 """Accuracy at a fixed training budget on real offline data, through the library's own ``train(cfg)``.
 
 AutoMix: Liu, Li et al., "AutoMix: Unveiling the Power of Mixup for Stronger Classifiers", ECCV 2022,
-arXiv:2103.13027. Hand-crafted mixers as in ``automix_lite.mixing``.
+arXiv:2103.13027. Hand-crafted mixers as in ``automix_lite.core.mixing``.
 
 Suites:
 

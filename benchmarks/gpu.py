@@ -11,7 +11,7 @@ Sections (``--sections``, default all four, each skipped with a note when ``--bu
   capability 8) and channels-last, no synchronisation inside the step, the mean of ``--steps`` back-to-back steps
   after ``--warmup`` (one ``torch.cuda.synchronize`` before and after the timed block), peak memory. Paths:
   ``eager`` (AutoMix's two online passes run separately where ``online_pass`` exists), ``fused`` (AutoMix
-  ``online_pass="fused"``) and ``graph`` (the CUDA-graph step of ``automix_lite.graphed``, over the fused
+  ``online_pass="fused"``) and ``graph`` (the CUDA-graph step of ``automix_lite.fast.graphed``, over the fused
   pass); a path the checked-out library lacks is reported as ``n/a`` with the reason.
 * ``loader`` -- the train loader alone (``cifar10`` preset, batch 100): the ``DataLoader`` pipeline with
   ``--workers`` vs the data on the device, images/s over ``--loader-s`` seconds, decoding time apart.
@@ -115,7 +115,7 @@ def fused_available() -> str | None:
 
 
 def graph_step(runner, method: str, x: torch.Tensor, y: torch.Tensor, total_steps: int, dev: torch.device):
-    """The CUDA-graph step of ``automix_lite.graphed`` for this runner's model and optimizer, as ``step(i)``.
+    """The CUDA-graph step of ``automix_lite.fast.graphed`` for this runner's model and optimizer, as ``step(i)``.
 
     Expected API: ``graphed.graphed_step(model, optimizer, x, y, *, method, total_steps)`` returning a callable
     ``step(i)``; anything else raises ``NotAvailable`` with the reason.
@@ -123,12 +123,12 @@ def graph_step(runner, method: str, x: torch.Tensor, y: torch.Tensor, total_step
     if dev.type != "cuda":
         raise NotAvailable("CUDA graphs need a CUDA device")
     try:
-        from automix_lite import graphed
+        from automix_lite.fast import graphed
     except ImportError as e:
-        raise NotAvailable(f"automix_lite.graphed is not on this commit ({e})") from e
+        raise NotAvailable(f"automix_lite.fast.graphed is not on this commit ({e})") from e
     make = getattr(graphed, "graphed_step", None)
     if make is None:
-        raise NotAvailable("automix_lite.graphed has no graphed_step(model, optimizer, x, y, *, method, total_steps)")
+        raise NotAvailable("automix_lite.fast.graphed has no graphed_step(model, optimizer, x, y, *, method, total_steps)")
     try:
         return make(runner.model, runner.optimizer, x, y, method=method, total_steps=total_steps)
     except (TypeError, ValueError, NotImplementedError) as e:
@@ -276,7 +276,7 @@ def cifar_config(args, dev: torch.device, data_dir: Path, **kw) -> TrainConfig:
 def loader_section(args, budget: Budget, dev: torch.device, data_dir: Path, log) -> dict:
     """Images/s of the train loader alone (augmented, normalised batches on the device), ``cifar10`` preset:
     the DataLoader pipeline with ``--workers`` vs the data on the device (decoding time reported apart)."""
-    from automix_lite.data import build_loaders
+    from automix_lite.trainer.data import build_loaders
 
     runs = []
     for name, on_device in (("dataloader", False), ("device", True)):

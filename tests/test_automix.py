@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from automix_lite.automix import HEADS, AutoMix, AutoMixAugment, mask_loss_weight_at, momentum_at
-from automix_lite.mixblock import mask_loss
-from automix_lite.mixing import mix
+from automix_lite.core.automix import HEADS, AutoMix, AutoMixAugment, mask_loss_weight_at, momentum_at
+from automix_lite.core.mixblock import mask_loss
+from automix_lite.core.mixing import mix
 
 
 def _batch(n=6, c=3, size=16, classes=5, seed=0):
@@ -232,7 +232,7 @@ def test_full_momentum_pass_updates_later_bn_twice_and_early_stop_once():
 
 
 def test_lam_is_returned_exactly():
-    from automix_lite.mixing import sample_lam
+    from automix_lite.core.mixing import sample_lam
     model = _model()
     x, y = _batch()
     out = model.training_step(x, y, 0, 10, generator=torch.Generator().manual_seed(7))
@@ -245,7 +245,7 @@ def test_lam_is_returned_exactly():
 def test_no_repeat_fallback_shifts_only_the_mix_block_pairing(monkeypatch):
     # reference: AutoMixup._no_repeat_shuffle_idx (openmixup/models/classifiers/automix.py): 10 redraws, then
     # index_mb (ignore_failure=False) becomes a shift by np.random.randint(1, N-1), index_bb keeps its draw
-    import automix_lite.automix as am
+    import automix_lite.core.automix as am
     calls = []
 
     def identity(n, generator=None):

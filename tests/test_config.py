@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from automix_lite.config import CIFAR_MODELS, PRESETS, ConfigTypeError, TrainConfig, _known_methods
+from automix_lite.trainer.config import CIFAR_MODELS, PRESETS, ConfigTypeError, TrainConfig, _known_methods
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

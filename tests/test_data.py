@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
-from automix_lite.config import TrainConfig
-from automix_lite.data import (
+from automix_lite.trainer.config import TrainConfig
+from automix_lite.trainer.data import (
     build_datasets, build_loaders, corrupt_labels, denormalize, per_rank_batch_size, read_idx,
 )
 
@@ -287,7 +287,7 @@ def test_missing_folders_explain_what_to_do(tmp_path):
 
 def test_in_memory_flip_has_probability_one_half():
     # RandomHorizontalFlip's rate (an odd number of crop offsets once made it 4/9)
-    from automix_lite.data import InMemoryImageDataset
+    from automix_lite.trainer.data import InMemoryImageDataset
 
     ramp = torch.arange(32, dtype=torch.float32).view(1, 1, 1, 32).expand(1, 1, 32, 32) / 32  # [1, 1, 32, 32]
     ds = InMemoryImageDataset(ramp, torch.zeros(1), img_size=32, in_chans=1, mean=(0.0,), std=(1.0,),

@@ -1,11 +1,11 @@
-"""Data on the device (automix_lite.device_data): the config switch, the on-device augmentation against
+"""Data on the device (automix_lite.fast.device_data): the config switch, the on-device augmentation against
 torchvision's reference ops, its rates, resumability, and train() with ``data_on_device=True``."""
 from __future__ import annotations
 
 import pytest
 
 from automix_lite.__main__ import build_parser, _config_from_args
-from automix_lite.config import TrainConfig
+from automix_lite.trainer.config import TrainConfig
 from conftest import StepLosses, pairs
 
 
@@ -34,8 +34,8 @@ import torchvision.transforms.functional as TF  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
-from automix_lite import device_data as dd  # noqa: E402
-from automix_lite.data import ResumableSampler, build_datasets, build_loaders  # noqa: E402
+from automix_lite.fast import device_data as dd  # noqa: E402
+from automix_lite.trainer.data import ResumableSampler, build_datasets, build_loaders  # noqa: E402
 
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
@@ -382,7 +382,7 @@ class _TorchvisionCifarLike(torch.utils.data.Dataset):
 
 @pytest.mark.parametrize("img_size,chans", [(32, 3), (40, 3), (32, 1)])
 def test_torchvision_cifar_layout_with_resize_and_grey_heads(img_size, chans):
-    from automix_lite.data import _transforms
+    from automix_lite.trainer.data import _transforms
 
     mean, std = CIFAR_STATS if chans == 3 else ((0.48,), (0.24,))
     tf_train, tf_test = _transforms("cifar", img_size, chans, mean, std)

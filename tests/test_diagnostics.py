@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from automix_lite import AutoMix
-from automix_lite import diagnostics as D
+from automix_lite.trainer import diagnostics as D
 
 
 

@@ -8,7 +8,7 @@ import torch
 
 from automix_lite import AutoMix, Classifier, MixBlock, TrainConfig, from_openmixup, mix, mix_loss, to_openmixup, train
 from automix_lite.__main__ import main as cli_main
-from automix_lite.data import build_datasets
+from automix_lite.trainer.data import build_datasets
 from conftest import fake_config
 
 train_mod = importlib.import_module("automix_lite.train")
@@ -124,7 +124,7 @@ def test_missing_imagenet_folder_gives_the_layout(tmp_path):
 
 
 def test_missing_fashion_mnist_says_where_to_put_files(tmp_path, monkeypatch):
-    data = importlib.import_module("automix_lite.data")
+    data = importlib.import_module("automix_lite.trainer.data")
     monkeypatch.setattr(data, "_DEBIAN_FASHION", tmp_path / "absent")  # the Debian package may be installed
     cfg = TrainConfig.preset("quick", dataset="fashion-mnist", data_dir=str(tmp_path / "fm"), in_chans=1)
     with pytest.raises(FileNotFoundError, match=re.escape("apt-get install dataset-fashion-mnist")):

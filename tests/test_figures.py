@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from automix_lite import MIXERS, mix
-from automix_lite.viz import derangement, mix_distinct_pairs, plot_curves, split_curve_keys
+from automix_lite.views.viz import derangement, mix_distinct_pairs, plot_curves, split_curve_keys
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 7, 16])
@@ -82,7 +82,7 @@ def test_plot_curves_vanilla_history_has_no_other_axis(tmp_path):
 
 def test_mask_snapshots_survive_a_new_session_through_their_file(tmp_path):
     from automix_lite import AutoMix
-    from automix_lite.viz import MaskSnapshots, real_photos
+    from automix_lite.views.viz import MaskSnapshots, real_photos
 
     torch.manual_seed(0)
     model = AutoMix("resnet_tiny_cifar", 4)
@@ -104,10 +104,10 @@ def test_masks_png_pairs_of_a_hand_crafted_mixer_are_distinct():
     """masks.png for a hand-crafted mixer: the first seed from cfg.seed whose pairing has no fixed point."""
     import torch
 
-    from automix_lite.callbacks import figure_mix
-    from automix_lite.config import TrainConfig
-    from automix_lite.mixing import mix
-    from automix_lite.models import Classifier
+    from automix_lite.trainer.callbacks import figure_mix
+    from automix_lite.trainer.config import TrainConfig
+    from automix_lite.core.mixing import mix
+    from automix_lite.core.models import Classifier
 
     x, y = torch.randn(8, 3, 16, 16), torch.arange(8)
     seed = next(s for s in range(100)  # a seed whose own draw pairs some image with itself

@@ -4,8 +4,8 @@ import copy
 import pytest
 import torch
 
-from automix_lite.automix import AutoMix
-from automix_lite.fused import per_part_batchnorm
+from automix_lite.core.automix import AutoMix
+from automix_lite.fast.fused import per_part_batchnorm
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rel=1e-6) -> bool:

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from automix_lite.automix import AutoMix
-from automix_lite.graphed import GraphedStep, graphed_step
-from automix_lite.mixing import mix, mix_loss
-from automix_lite.models import Classifier
+from automix_lite.core.automix import AutoMix
+from automix_lite.fast.graphed import GraphedStep, graphed_step
+from automix_lite.core.mixing import mix, mix_loss
+from automix_lite.core.models import Classifier
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from automix_lite import AutoMix, Classifier, TrainConfig, train
-from automix_lite.live import LiveView
-from automix_lite.viz import real_photos
+from automix_lite.views.live import LiveView
+from automix_lite.views.viz import real_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -100,8 +100,8 @@ def test_live_view_in_a_kernel_leaves_one_output(tmp_path):
 import sys; sys.path.insert(0, {str(ROOT)!r})
 import torch
 from automix_lite import AutoMix
-from automix_lite.live import LiveView
-from automix_lite.viz import real_photos
+from automix_lite.views.live import LiveView
+from automix_lite.views.viz import real_photos
 torch.manual_seed(0)
 model = AutoMix("resnet_tiny_cifar", 4)
 live = LiveView(real_photos({SIZE}), (0.5,), (0.25,), every=1)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import automix_lite.diagnostics as D
+import automix_lite.trainer.diagnostics as D
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "main_job.json"
@@ -58,7 +58,7 @@ def test_a_fresh_seed_0_reproduces_the_published_main_job(tmp_path):
     assert min(fresh["final_top1"].values()) > 95.0, fresh["final_top1"]
     # the recorded numbers are those of the masks drawn in masks.png (same images, pairs and λ), read back
     from automix_lite import TrainConfig, load_model
-    from automix_lite.data import build_loaders
+    from automix_lite.trainer.data import build_loaders
 
     model = load_model(tmp_path / "s0")
     x = next(iter(build_loaders(TrainConfig.preset("quick"))[1]))[0][:D.FIGURE_IMAGES]

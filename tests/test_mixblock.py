@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from automix_lite.mixblock import MASK_LOSS_MODES, MixBlock, attention_mask_logits, mask_loss
+from automix_lite.core.mixblock import MASK_LOSS_MODES, MixBlock, attention_mask_logits, mask_loss
 
 
 def _z(n=4, c=16, h=4, w=4, seed=0):

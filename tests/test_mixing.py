@@ -1,10 +1,10 @@
-"""Invariants of automix_lite.mixing: every mixer, the pure mask builders, the mixed loss, ManifoldMix hooks."""
+"""Invariants of automix_lite.core.mixing: every mixer, the pure mask builders, the mixed loss, ManifoldMix hooks."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from automix_lite.mixing import (
+from automix_lite.core.mixing import (
     MIXERS, MixOutput, box_mask, cutmix_box, fmix_mask, grid_mask, manifold_forward, mix, mix_images, mix_loss,
     sample_lam, sample_perm, smooth_mask, soft_targets, spectral_residual_saliency,
 )
@@ -364,7 +364,7 @@ def resnet():
 
 
 def _stage_modules(model):
-    from automix_lite.models import stage_modules
+    from automix_lite.core.models import stage_modules
 
     return stage_modules(model)
 

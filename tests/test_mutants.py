@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import automix_lite.automix as automix_module
+import automix_lite.core.automix as automix_module
 from automix_lite import AutoMix, MixBlock
 
 

@@ -12,11 +12,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-import automix_lite.automix as automix_mod
-import automix_lite.masks as masks_mod
-import automix_lite.mixing as mixing_mod
-from automix_lite.automix import AutoMix
-from automix_lite.mixing import MIXERS, mix, mix_loss
+import automix_lite.core.automix as automix_mod
+import automix_lite.core.masks as masks_mod
+import automix_lite.core.mixing as mixing_mod
+from automix_lite.core.automix import AutoMix
+from automix_lite.core.mixing import MIXERS, mix, mix_loss
 
 aten = torch.ops.aten
 READS = {aten._local_scalar_dense.default, aten.is_nonzero.default, aten.equal.default, aten.nonzero.default,

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from automix_lite import TrainConfig, train
-from automix_lite.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint, save_checkpoint
+from automix_lite.trainer.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint, save_checkpoint
 from automix_lite.train import NonFiniteLossError, build_model
 from conftest import StepLosses, fake_config
 

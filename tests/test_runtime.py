@@ -10,8 +10,8 @@ import torch
 
 from automix_lite import TrainConfig, train
 from automix_lite.__main__ import main as cli_main
-from automix_lite.callbacks import ProgressBar
-from automix_lite.runtime import (DeviceUnavailableError, LazyScalars, dist_env, progress_mode, read_scalars,
+from automix_lite.trainer.callbacks import ProgressBar
+from automix_lite.fast.runtime import (DeviceUnavailableError, LazyScalars, dist_env, progress_mode, read_scalars,
                                   resolve_device)
 from conftest import fake_config
 
@@ -163,7 +163,7 @@ def test_read_scalars_and_lazy_losses():
 
 # ------------------------------------------------------------------ from a real Jupyter kernel
 _NB_CELLS = [
-    "import sys\nsys.path.insert(0, {root!r})\nfrom automix_lite.runtime import progress_mode\nprint(progress_mode())",
+    "import sys\nsys.path.insert(0, {root!r})\nfrom automix_lite.fast.runtime import progress_mode\nprint(progress_mode())",
     "from automix_lite import TrainConfig, train\n"
     "cfg = TrainConfig.preset('quick', dataset='fake', img_size=16, num_classes=4, train_subset=16, val_subset=8,\n"
     "    model='resnet_tiny_cifar', method='mixup', epochs=1, batch_size=8, out={out!r})\n"

@@ -85,7 +85,7 @@ def test_cosine_schedule_and_summary():
 
 
 def test_presets_build():
-    from automix_lite.config import PRESETS
+    from automix_lite.trainer.config import PRESETS
 
     for name in PRESETS:
         cfg = TrainConfig.preset(name)
@@ -220,7 +220,7 @@ class _HostReads:
 def test_one_host_read_per_step_except_log_steps(tmp_path, monkeypatch, method):
     import importlib
 
-    engine = importlib.import_module("automix_lite.engine")
+    engine = importlib.import_module("automix_lite.trainer.engine")
     reads = _HostReads()
     starts, per_step = {}, {}
     orig = engine.StepModule.forward
@@ -247,7 +247,7 @@ def test_one_host_read_per_step_except_log_steps(tmp_path, monkeypatch, method):
 def test_labels_are_checked_once_per_dataset():
     from types import SimpleNamespace
 
-    from automix_lite.loop import check_labels
+    from automix_lite.trainer.loop import check_labels
 
     assert check_labels(SimpleNamespace(targets=[0, 3, 1]), 4, "train") is True
     assert check_labels(SimpleNamespace(), 4, "train") is False  # no targets: the per-batch checks stay on
@@ -277,7 +277,7 @@ class _Rows:
 def test_cuda_graph_twin_in_train_equals_the_eager_step(tmp_path, monkeypatch):
     """On CPU cuda_graph=True runs GraphedStep's eager twin (the code a CUDA graph records): the same draws, losses,
     logged keys and final weights as the ordinary step, to float rounding (the EMA's momentum is a device scalar)."""
-    from automix_lite.graphed import GraphedStep
+    from automix_lite.fast.graphed import GraphedStep
 
     calls, orig = [], GraphedStep.__call__
     monkeypatch.setattr(GraphedStep, "__call__", lambda self, *a: calls.append(self.use_graph) or orig(self, *a))
@@ -298,7 +298,7 @@ def test_cuda_graph_twin_in_train_equals_the_eager_step(tmp_path, monkeypatch):
 
 
 def test_cuda_graph_stops_at_a_nonfinite_loss(tmp_path, monkeypatch):
-    from automix_lite.graphed import GraphedStep
+    from automix_lite.fast.graphed import GraphedStep
     from automix_lite.train import NonFiniteLossError
 
     orig = GraphedStep.__call__
@@ -318,7 +318,7 @@ def test_cuda_graph_stops_at_a_nonfinite_loss(tmp_path, monkeypatch):
 def test_cuda_graph_refusals():
     from types import SimpleNamespace
 
-    from automix_lite.loop import make_graphed_step
+    from automix_lite.trainer.loop import make_graphed_step
 
     for kw, fragment in [(dict(method="mixup"), "graphs the AutoMix step only"), (dict(amp="fp16"), "GradScaler"),
                          (dict(compile=True), "alternatives"), (dict(sched_by_epoch=False), "re-capture")]:

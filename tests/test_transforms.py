@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-import automix_lite.masks as masks
-import automix_lite.mixing as mixing
+import automix_lite.core.masks as masks
+import automix_lite.core.mixing as mixing
 from automix_lite import mix
-from automix_lite.mixing import sample_pairs
+from automix_lite.core.mixing import sample_pairs
 from automix_lite.transforms import MixTargets
 
 timm_mixup = pytest.importorskip("timm.data.mixup")

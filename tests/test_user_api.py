@@ -4,11 +4,11 @@ import json
 import pytest
 import torch
 
-import automix_lite.automix as automix_module
+import automix_lite.core.automix as automix_module
 from automix_lite import AutoMix, AutoMixAugment, TrainConfig, mix, train
 from automix_lite.__main__ import main as cli_main
-from automix_lite.engine import build_model, set_lr
-from automix_lite.runtime import resolve_amp
+from automix_lite.trainer.engine import build_model, set_lr
+from automix_lite.fast.runtime import resolve_amp
 from conftest import fake_config
 
 

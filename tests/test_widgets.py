@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from automix_lite import AutoMix, MIXERS
-from automix_lite.viz import MaskSnapshots, plot_mask_evolution, plot_panels, real_photos
-from automix_lite.widgets import AUTOMIX_METHODS, build_explorer, explore, explorer_methods
+from automix_lite.views.viz import MaskSnapshots, plot_mask_evolution, plot_panels, real_photos
+from automix_lite.views.widgets import AUTOMIX_METHODS, build_explorer, explore, explorer_methods
 
 SIZE = 32
 

@@ -150,9 +150,9 @@ def draw_figures(model, cfg: TrainConfig, val_loader, info, history, out: Path, 
     """``curves.png`` always; ``masks.png`` when the method mixes in pixel space (see ``FiguresCallback``)."""
     import matplotlib.pyplot as plt
 
-    from . import viz
+    from ..views import viz
     from .data import denormalize
-    from .mixing import mix_images
+    from ..core.mixing import mix_images
 
     plt.close(viz.plot_curves(history, path=out / "curves.png"))
     x, y = next(iter(val_loader))
@@ -169,8 +169,8 @@ def figure_mix(model, cfg, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     """The masks drawn in ``masks.png``: ``(own [n, 1, H, W], perm [n], title)``. AutoMix: the trained Mix Block
     at λ = 0.5 (what ``diagnostics`` measures); a hand-crafted mixer: its ``mix`` output for the first seed from
     ``cfg.seed`` on whose pairing no image is its own partner (a figure that teaches pairs shows distinct ones)."""
-    from . import viz
-    from .automix import AutoMix
+    from ..views import viz
+    from ..core.automix import AutoMix
 
     if isinstance(model, AutoMix):
         from .diagnostics import figure_masks

@@ -407,7 +407,7 @@ def device_images(ds, device: torch.device | str, in_chans: int, indices: Sequen
 
     Raises ``UnsupportedPipeline`` when ``ds``'s pipeline has no exact on-device equivalent.
     """
-    from .data import FakeImageDataset, InMemoryImageDataset, LabelledView
+    from ..trainer.data import FakeImageDataset, InMemoryImageDataset, LabelledView
 
     if isinstance(ds, LabelledView):  # a subset and/or noisy labels: the base's items, the view's labels
         if indices is not None:
@@ -438,7 +438,7 @@ def device_images(ds, device: torch.device | str, in_chans: int, indices: Sequen
 
 def decoded_nbytes(ds) -> int:
     """Bytes the decoded ``ds`` would take on the device (read from its first item; no full decode)."""
-    from .data import FakeImageDataset, InMemoryImageDataset, LabelledView
+    from ..trainer.data import FakeImageDataset, InMemoryImageDataset, LabelledView
 
     if isinstance(ds, LabelledView):
         return decoded_nbytes(ds.base) * len(ds) // max(len(ds.base), 1)

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .automix import HEADS, AutoMix
+from ..core.automix import HEADS, AutoMix
 from .checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint
 from .config import TrainConfig
 from .engine import build_model
-from .models import Classifier
+from ..core.models import Classifier
 
 __all__ = ["load_model", "model_from_checkpoint", "export_classifier"]
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _omp
+from .. import _omp
 
 __all__ = ["save_checkpoint", "load_checkpoint", "find_resume_checkpoint", "list_checkpoints",
            "CheckpointError", "rng_state", "set_rng_state", "environment_info", "versions_info", "check_out_dir",
@@ -201,7 +201,7 @@ def set_aside_previous_run(out: Path) -> None:
 def versions_info() -> dict[str, str]:
     import timm
 
-    from . import __version__
+    from .. import __version__
 
     return {"automix_lite": __version__, "torch": str(torch.__version__), "timm": str(timm.__version__),
             "numpy": np.__version__, "python": platform.python_version()}

@@ -3,7 +3,7 @@
 Every function here is a pure function of its arguments and an optional ``torch.Generator``: boxes (CutMix,
 SaliencyMix, ResizeMix), Fourier-noise masks (FMix), Gaussian bumps (SmoothMix), grids (GridMix) and the
 spectral-residual saliency map (Hou & Zhang, CVPR 2007) that SaliencyMix centres its box on. Masks are float32
-weights of the sample itself ([n, 1, h, w], 1 = own pixel). ``automix_lite.mixing`` builds the mixers on top of
+weights of the sample itself ([n, 1, h, w], 1 = own pixel). ``automix_lite.core.mixing`` builds the mixers on top of
 them (and re-exports the public ones); papers and the differences from OpenMixup are listed there.
 """
 from __future__ import annotations

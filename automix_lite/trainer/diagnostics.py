@@ -129,7 +129,7 @@ def diagnose(model, history: Sequence[dict[str, Any]], val_loader, device) -> di
     """``run_diagnostics`` of a finished run (the hook that fills ``metrics["diagnostics"]``): stability from
     ``history``; for an ``AutoMix`` model also the masks of ``masks.png`` (the first ``FIGURE_IMAGES`` images
     of the first validation batch, ``figure_masks``). Draws nothing and changes no state."""
-    from .automix import AutoMix
+    from ..core.automix import AutoMix
 
     masks = None
     if isinstance(model, AutoMix):

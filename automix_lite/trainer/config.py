@@ -14,7 +14,7 @@ Semantics worth knowing:
   ``batch_size // world_size`` samples (it must divide evenly). OpenMixup writes "4 x 64" for
   ImageNet; here that is ``batch_size=256``.
 * ``img_size`` / ``in_chans`` / ``num_classes`` = ``None`` mean "the dataset's own value"; the
-  resolved values are in the ``DatasetInfo`` returned by ``automix_lite.data.build_datasets``.
+  resolved values are in the ``DatasetInfo`` returned by ``automix_lite.trainer.data.build_datasets``.
 * Deviations from OpenMixup: the OpenMixup configs train ResNets in fp32; here ``amp='auto'``
   picks bf16/fp16 on a GPU (``amp='off'`` reproduces fp32). CIFAR-10 has no AutoMix config in
   OpenMixup; the ``cifar10`` preset reuses the CIFAR-100 ResNet-18 recipe.
@@ -30,14 +30,14 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from ._names import BOOL_WORDS, did_you_mean
-from .mixblock import MASK_LOSS_MODES, UPSAMPLE_MODES  # owned by the Mix Block
+from .._names import BOOL_WORDS, did_you_mean
+from ..core.mixblock import MASK_LOSS_MODES, UPSAMPLE_MODES  # owned by the Mix Block
 
 __all__ = ["TrainConfig", "PRESETS", "DATASETS", "CIFAR_MODELS", "METHODS", "ConfigTypeError"]
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "tiny-imagenet", "imagenet", "folder", "fake")
 CIFAR_MODELS = ("resnet_tiny_cifar", "resnet18_cifar", "resnet50_cifar", "resnext50_cifar", "wrn28_8_cifar")
-# Names in the public API (docs/README.md#public-api); the live list is MIXERS from automix_lite.mixing + "automix".
+# Names in the public API (docs/README.md#public-api); the live list is MIXERS from automix_lite.core.mixing + "automix".
 _CONTRACT_MIXERS = ("vanilla", "mixup", "cutmix", "manifoldmix", "fmix", "resizemix", "saliencymix",
                     "smoothmix", "gridmix")
 METHODS = _CONTRACT_MIXERS + ("automix",)
@@ -88,7 +88,7 @@ class TrainConfig:
             (two passes), ``'fused'`` (one 2N pass, BatchNorm statistics per half: equal results, fewer kernel
             launches), ``'auto'`` (fused on CUDA, else separate). See ``AutoMix(online_pass=...)``.
         cuda_graph: run AutoMix's whole step (forward, backward, SGD, EMA) as one CUDA graph
-            (``automix_lite.graphed.GraphedStep``) on a CUDA device; elsewhere the same code runs eagerly (its
+            (``automix_lite.fast.graphed.GraphedStep``) on a CUDA device; elsewhere the same code runs eagerly (its
             twin: same numbers, no speed-up). Needs method 'automix', one GPU (no DDP), bf16 or fp32 (not fp16),
             ``sched_by_epoch`` and no ``compile``; a non-finite loss stops the run instead of being skipped.
         att_norm: norm after the Mix Block's query/key conv (OpenMixup ``att_norm_cfg``): ``None`` (every
@@ -108,7 +108,7 @@ class TrainConfig:
         threads: torch's CPU threads while ``train`` runs on the CPU (restored after); ``None`` leaves torch's
             setting. The thread count changes float rounding (so the exact numbers), not the algorithm.
         data_on_device: hold the decoded train/val images as one uint8 tensor on the training device and
-            augment them there in batches (``automix_lite.device_data``): ``'auto'`` = on for CUDA when the
+            augment them there in batches (``automix_lite.fast.device_data``): ``'auto'`` = on for CUDA when the
             decoded dataset fits (under a quarter of the free device memory), ``True`` = always (any
             device, CPU included), ``False`` = the DataLoader pipeline. The strings ``'true'`` / ``'false'``
             (from the CLI) are read as booleans.
@@ -364,7 +364,7 @@ _QUICK = dict(
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Offline CPU demo (~2-3 min on 2 cores) that must *show* AutoMix: structured masks, curves without a
-    # collapse (automix_lite.diagnostics measures both). Not an upstream recipe; each departure has a reason:
+    # collapse (automix_lite.trainer.diagnostics measures both). Not an upstream recipe; each departure has a reason:
     # * digits (1,297 train images of 8x8, bundled with scikit-learn) at 16 px: 8x8 digits lose nothing and a
     #   step costs ~1/4 of a 32-px step: 640 steps of 32 take less time than 240 steps of 64 at 32 px took.
     # * feature_stage=2 (layer2): an 8x8 feature map at 16 px, the map size the CIFAR recipes give the Mix
@@ -429,7 +429,7 @@ def _check_fields(kw: dict[str, Any], where: str) -> None:
 
 def _known_methods() -> tuple[str, ...]:
     try:
-        from .mixing import MIXERS
+        from ..core.mixing import MIXERS
     except ModuleNotFoundError as e:  # mixing.py not present: fall back to the contract names
         if e.name != f"{__package__}.mixing":
             raise
@@ -441,7 +441,7 @@ def _check_model(name: str) -> str | None:
     """Return an error message for an unknown model name, else None (imports timm lazily)."""
     if name in CIFAR_MODELS:
         return None
-    from . import models as _models  # a broken models.py (or timm) must fail here, not pass as "unknown model"
+    from ..core import models as _models  # a broken models.py (or timm) must fail here, not pass as "unknown model"
 
     extra = tuple(_models.CIFAR_MODELS)  # models.py may register more CIFAR-stem names
     if name in extra:

@@ -1,7 +1,7 @@
 """Matplotlib figures: mix grids, AutoMix masks, training curves, the momentum schedule.
 
 Every function returns the ``Figure`` (and saves it when ``path`` is given), so notebooks can show it and
-tests can inspect it. Images are expected in [0, 1] (use ``automix_lite.data.denormalize`` first).
+tests can inspect it. Images are expected in [0, 1] (use ``automix_lite.trainer.data.denormalize`` first).
 Figures for AutoMix (Liu, Li et al., ECCV 2022, arXiv:2103.13027) follow the paper's layout: sample,
 partner, mask, mixed result.
 """
@@ -139,7 +139,7 @@ def plot_curves(history: list[dict], *, path=None):
 def plot_momentum_schedule(total_steps: int, base: float = 0.999, end: float = 0.999999, scope_start: float = 0.1,
                            *, path=None):
     """The EMA momentum of ``automix.momentum_at`` over training, shown as 1 - m on a log axis."""
-    from .automix import momentum_at
+    from ..core.automix import momentum_at
 
     t = np.linspace(0, total_steps, 400).astype(int)
     m = np.array([momentum_at(int(s), total_steps, base, end, scope_start) for s in t])
@@ -325,7 +325,7 @@ def mix_distinct_pairs(x: torch.Tensor, y: torch.Tensor, method, *, seed: int = 
     unmodified ``mix`` output (the mixers are untouched); ``out.seed`` records the ``s`` used. ``vanilla`` pairs
     every sample with itself by definition and is returned from the first draw.
     """
-    from .mixing import mix
+    from ..core.mixing import mix
 
     if x.shape[0] < 2:
         raise ValueError(f"distinct pairs need at least 2 samples, got {x.shape[0]}")

@@ -39,7 +39,7 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ._names import did_you_mean
+from .._names import did_you_mean
 from .masks import (_check_lam, _dev, _randint, _to_device, _uniform, box_mask, cutmix_box,  # noqa: F401
                     cutmix_boxes_at, fmix_mask, grid_mask, smooth_mask, spectral_residual_saliency)
 
@@ -405,7 +405,7 @@ def soft_targets(out: MixOutput, num_classes: int, smoothing: float = 0.0) -> to
 def manifold_forward(model: torch.nn.Module, x: torch.Tensor, out: MixOutput, *, stage: int | None = None):
     """Run ``model(x)`` with the output h of feature stage ``stage`` replaced by lam·h + (1 - lam)·h[perm].
 
-    The stage module is ``automix_lite.models.stage_modules(model)[stage]``; ``stage`` defaults to ``out.stage``
+    The stage module is ``automix_lite.core.models.stage_modules(model)[stage]``; ``stage`` defaults to ``out.stage``
     (clipped to the model's last stage). Only the module's first call in the forward pass is mixed, and the hook
     is always removed afterwards.
 
@@ -415,7 +415,7 @@ def manifold_forward(model: torch.nn.Module, x: torch.Tensor, out: MixOutput, *,
         out: MixOutput giving lam [N] and perm [N] (e.g. from ``mix(x, y, "manifoldmix")``).
         stage: explicit stage index in [0, number of stages).
     """
-    from automix_lite.models import stage_modules  # lazy: models imports timm
+    from automix_lite.core.models import stage_modules  # lazy: models imports timm
 
     modules = stage_modules(model)
     if stage is None:

@@ -505,7 +505,7 @@ class ResumableSampler(DistributedSampler):
 
 def default_device(cfg: TrainConfig) -> torch.device:
     """The device ``train()`` uses for ``cfg.device`` (``runtime.resolve_device`` with torchrun's LOCAL_RANK)."""
-    from .runtime import dist_env, resolve_device
+    from ..fast.runtime import dist_env, resolve_device
 
     return resolve_device(cfg.device, local_rank=dist_env()[2])
 
@@ -514,7 +514,7 @@ def _device_loaders(cfg: TrainConfig, train_ds: Dataset, val_ds: Dataset, info: 
                     batch: int, train_sampler: Sampler, val_sampler: Sampler | None, generator: torch.Generator):
     """(train, val) ``DeviceLoader``s when ``cfg.data_on_device`` asks for them and the pipeline has an exact
     on-device equivalent, else None (``True`` raises instead of falling back)."""
-    from . import device_data as dd
+    from ..fast import device_data as dd
 
     try:
         if not dd.wanted(cfg.data_on_device, device, lambda: dd.decoded_nbytes(train_ds) + dd.decoded_nbytes(val_ds)):

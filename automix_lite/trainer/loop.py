@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .automix import AutoMix
+from ..core.automix import AutoMix
 from .callbacks import CallbackList, TrainState
 from .checkpoint import (atomic_json, environment_info, find_resume_checkpoint, load_checkpoint, rng_state,
                          save_checkpoint, set_aside_previous_run, set_rng_state, versions_info)
@@ -33,7 +33,7 @@ from .data import build_loaders
 from .diagnostics import diagnose
 from .engine import (StepModule, build_model, check_compatible, evaluate, head_names, param_groups, set_lr,
                      summarize)
-from .runtime import Interrupt, LazyScalars, read_scalars, resolve_amp, seed_everything
+from ..fast.runtime import Interrupt, LazyScalars, read_scalars, resolve_amp, seed_everything
 
 __all__ = ["Run", "StepResult", "NonFiniteLossError", "setup_run", "fit", "run_epoch", "train_step", "end_epoch",
            "snapshot", "save", "finish", "check_labels"]
@@ -141,7 +141,7 @@ def setup_run(cfg: TrainConfig, device: torch.device, rank: int, world_size: int
 def make_graphed_step(run: Run):
     """``cfg.cuda_graph``: forward, backward, optimizer step and EMA of AutoMix as one CUDA graph on CUDA (its
     eager twin, the same code and numbers, on other devices). Refuses what the graph cannot do."""
-    from .graphed import GraphedStep
+    from ..fast.graphed import GraphedStep
 
     if run.distributed:
         raise ValueError("cuda_graph=True runs on one GPU (no DDP under torchrun); set cuda_graph=False.")

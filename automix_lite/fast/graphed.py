@@ -39,8 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .automix import AutoMix, DeviceDraws, mask_loss_weight_at
-from .mixing import MIXERS, MixOutput, mix, mix_loss
+from ..core.automix import AutoMix, DeviceDraws, mask_loss_weight_at
+from ..core.mixing import MIXERS, MixOutput, mix, mix_loss
 
 __all__ = ["GraphedStep", "graphed_step"]
 

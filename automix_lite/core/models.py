@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from ._names import did_you_mean
+from .._names import did_you_mean
 
 __all__ = [
     "CIFAR_MODELS",

@@ -1,7 +1,7 @@
 """An ipywidgets mask explorer: pick an image pair, λ and a method; see the mix, the mask and the Mix Block's attention.
 
 AutoMix (Liu, Li et al., ECCV 2022, arXiv:2103.13027) learns its masks with the Mix Block; the hand-crafted mixers
-(``automix_lite.mixing.MIXERS``) draw them. This module puts both side by side.
+(``automix_lite.core.mixing.MIXERS``) draw them. This module puts both side by side.
 
 The maths lives in plain functions that tests drive headlessly:
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .mixing import MIXERS, mix
+from ..core.mixing import MIXERS, mix
 
 __all__ = ["AUTOMIX_METHODS", "explorer_methods", "explore", "build_explorer"]
 

@@ -34,7 +34,7 @@ amount, and ``training_step`` returns λ_mb / λ_bb exactly (float64).
 GPU path: ``training_step`` = ``draw`` (host: λ, pairings, coin flips) + ``device_draws`` (one queued copy)
 + ``step_losses`` (device work only, no host read, no branch on data; ``check_labels=False`` also skips the
 label-range read). ``online_pass="fused"`` (the default on CUDA) runs the online encoder once over the clean
-batch and the backbone's mix with per-half BatchNorm statistics (``automix_lite.fused``).
+batch and the backbone's mix with per-half BatchNorm statistics (``automix_lite.fast.fused``).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fused import per_part_batchnorm
+from ..fast.fused import per_part_batchnorm
 from .masks import _randint, _to_device, _uniform
 from .mixblock import MixBlock, mask_loss
 from .mixing import MixOutput, mix_images, sample_lam, sample_perm

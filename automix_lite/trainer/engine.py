@@ -1,6 +1,6 @@
 """The pieces a training run is built from: the model for a method, its optimizer groups and cosine learning
 rate (docs/recipes.md#optimiser-and-learning-rates), the step as one ``forward`` (what DDP needs), evaluation of
-every head (docs/evaluation.md) and the run summary. ``automix_lite.loop`` puts them together; each is usable on
+every head (docs/evaluation.md) and the run summary. ``automix_lite.trainer.loop`` puts them together; each is usable on
 its own.
 """
 from __future__ import annotations
@@ -14,10 +14,10 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .automix import HEADS, AutoMix
+from ..core.automix import HEADS, AutoMix
 from .config import TrainConfig
-from .mixing import manifold_forward, mix, mix_loss
-from .models import Classifier
+from ..core.mixing import manifold_forward, mix, mix_loss
+from ..core.models import Classifier
 
 __all__ = ["cosine_lr", "set_lr", "param_groups", "build_model", "StepModule", "head_names", "evaluate",
            "summarize", "check_compatible"]
