@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from automix_lite.core.automix import HEADS, AutoMix, AutoMixAugment, mask_loss_weight_at, momentum_at
+from automix_lite.fast.step import device_draws, step_losses
 from automix_lite.core.mixblock import mask_loss
 from automix_lite.core.mixing import mix
 
@@ -173,32 +174,54 @@ def _state(model):
 @pytest.mark.parametrize("name,kw", [("resnet_tiny_cifar", {"lam_margin": 0.3}),
                                      ("resnet18_cifar", {"switch_off": 0.5, "lam_concat": True})])
 def test_step_equals_the_reference_transcription_bitwise(name, kw):
-    """Default path (momentum_features="full"): losses, then every parameter and buffer (BN running stats of
-    both encoders included, num_batches_tracked = 2 per step after the feature stage) after SGD + EMA steps,
+    """Default path (momentum_features="full"): the readable step (``AutoMix.losses``) and the device step
+    (``fast.step.step_losses``) give losses, then every parameter and buffer (BN running stats of both
+    encoders included, num_batches_tracked = 2 per step after the feature stage) after SGD + EMA steps,
     bitwise equal to the plain transcription of the reference."""
     import copy
     torch.manual_seed(0)
-    lib = AutoMix(name, 5, **kw)
-    ref = copy.deepcopy(lib)
+    core = AutoMix(name, 5, **kw)
+    fast, ref = copy.deepcopy(core), copy.deepcopy(core)
     g = torch.Generator().manual_seed(1)
     passes_k, seen = 0, set()
     for step in range(3):
         x, y = _batch(n=6, size=32, seed=step)
-        d = lib.draw(6, g)
+        d = core.draw(6, g)
         passes_k += d.train_mb
         seen.add(d.fallback if "lam_margin" in kw else d.train_mb)
-        out = lib.step_losses(x, y, lib.device_draws(d, x.device, 0.1), train_mb=d.train_mb)
+        outs = {"core": core.losses(x, y, d, 0.1),
+                "fast": step_losses(fast, x, y, device_draws(d, x.device, 0.1), train_mb=d.train_mb)}
         want = _reference_step(ref, x, y, d, 0.1)
-        for key in want:
-            assert torch.equal(out[key], want[key]), (step, key)
-        _sgd_step(lib, out["loss"])
-        _sgd_step(ref, want["loss"])
-        lib.momentum_update(step, 10)
-        ref.momentum_update(step, 10)
-    a, b = _state(lib), _state(ref)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert int(lib.backbone_k.layer4[0].bn1.num_batches_tracked) == 3 + passes_k  # clean batch + each mb mix
+        for path, out in outs.items():
+            for key in want:
+                assert torch.equal(out[key], want[key]), (path, step, key)
+        for model, out in ((core, outs["core"]), (fast, outs["fast"]), (ref, want)):
+            _sgd_step(model, out["loss"])
+            model.momentum_update(step, 10)
+    want = _state(ref)
+    for model in (core, fast):
+        got = _state(model)
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    assert int(core.backbone_k.layer4[0].bn1.num_batches_tracked) == 3 + passes_k  # clean batch + each mb mix
     assert seen == {False, True}  # both sides of the λ-margin fallback (tiny) / of switch_off (resnet18) ran
+
+
+def test_core_and_device_steps_agree_bitwise_with_mask_adjust_and_fallback():
+    """``mask_adjust`` (Python-float λ in the readable step, float32 device scalars in the fast step) and the
+    fallback, both sides of each: the same losses and masks, bit for bit."""
+    torch.manual_seed(0)
+    model = AutoMix("resnet_tiny_cifar", 5, mask_adjust=0.5, lam_margin=0.3)
+    g = torch.Generator().manual_seed(3)
+    seen = set()
+    for step in range(8):
+        x, y = _batch(n=6, size=16, seed=step)
+        d = model.draw(6, g)
+        seen.add((d.adjust, d.fallback))
+        a = model.losses(x, y, d, 0.1)
+        b = step_losses(model, x, y, device_draws(d, x.device, 0.1), train_mb=d.train_mb)
+        for key in ("loss", "loss_one_q", "loss_mix_q", "loss_mix_k", "loss_mask", "mask_bb", "mask_mb"):
+            assert torch.equal(a[key], b[key]), (step, key)
+    assert {s[0] for s in seen} == {False, True} and {s[1] for s in seen} == {False, True}
 
 
 def test_full_momentum_pass_updates_later_bn_twice_and_early_stop_once():

@@ -36,6 +36,7 @@ from torchvision import transforms as T  # noqa: E402
 
 from automix_lite.fast import device_data as dd  # noqa: E402
 from automix_lite.trainer.data import ResumableSampler, build_datasets, build_loaders  # noqa: E402
+from automix_lite.trainer.datasets import decoded_nbytes, device_images  # noqa: E402
 
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
@@ -110,7 +111,7 @@ def test_pillow_pass_order_rule_matters_and_is_followed():
 
 def test_in_memory_digits_become_the_same_pixels_on_the_device():
     train, _, info = build_datasets(TrainConfig.preset("quick", train_subset=50, img_size=32))
-    data = dd.device_images(train, "cpu", info.in_chans)
+    data = device_images(train, "cpu", info.in_chans)
     assert data.images.shape == (50, 1, 32, 32) and data.images.dtype == torch.float32  # unpadded core
     p = train.base.pad
     params = dd.draw_shift(50, p, 0.0, torch.Generator().manual_seed(0))
@@ -274,7 +275,7 @@ def test_cifar_image_folder_decodes_to_the_dataloader_pixels(tmp_path):
     _folder(tmp_path, "test", 5, seed=1)
     cfg = TrainConfig.preset("cifar10", data_dir=str(tmp_path), batch_size=8, workers=0, num_classes=10)
     train_ds, val_ds, info = build_datasets(cfg)
-    data = dd.device_images(train_ds, "cpu", 3)
+    data = device_images(train_ds, "cpu", 3)
     assert data.images.dtype == torch.uint8 and data.images.shape == (24, 3, 32, 32)
     assert data.augment == dd.ShiftAugment(pad=4, flip_p=0.5, size=32)
     dev = build_loaders(cfg.replace(data_on_device=True))
@@ -388,11 +389,11 @@ def test_torchvision_cifar_layout_with_resize_and_grey_heads(img_size, chans):
     tf_train, tf_test = _transforms("cifar", img_size, chans, mean, std)
     raw = _smooth_images(10, 3, 32, 32, seed=7).permute(0, 2, 3, 1).numpy()  # [N, 32, 32, 3]
     val = _TorchvisionCifarLike(raw, list(range(10)), tf_test)
-    data = dd.device_images(val, "cpu", chans)
+    data = device_images(val, "cpu", chans)
     x = data.batch(torch.arange(10), None)
     assert torch.equal(x, torch.stack([val[i][0] for i in range(10)]))  # Resize / Grayscale at decoding
     train = _TorchvisionCifarLike(raw, list(range(10)), tf_train)
-    tdata = dd.device_images(train, "cpu", chans)
+    tdata = device_images(train, "cpu", chans)
     pad = img_size // 8
     assert tdata.augment == dd.ShiftAugment(pad=pad, flip_p=0.5, size=img_size)
     params = dd.draw_shift(10, pad, 0.5, torch.Generator().manual_seed(1))

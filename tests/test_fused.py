@@ -6,6 +6,7 @@ import torch
 
 from automix_lite.core.automix import AutoMix
 from automix_lite.fast.fused import per_part_batchnorm
+from automix_lite.fast.step import training_step
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rel=1e-6) -> bool:
@@ -18,20 +19,20 @@ def _close(a: torch.Tensor, b: torch.Tensor, rel=1e-6) -> bool:
 def _train_pair(name, steps=3, n=4, size=32, dtype=torch.float32, rel=1e-6, **kw):
     """The same model trained with online_pass="fused" and "separate" on the same draws and batches."""
     torch.manual_seed(0)
-    fused = AutoMix(name, 5, online_pass="fused", **kw)
+    fused = AutoMix(name, 5, **kw)
     for m in (fused.backbone_q, fused.backbone_k, fused.head_one_q, fused.head_mix_q, fused.head_one_k,
               fused.head_mix_k):
         m.to(dtype)  # the Mix Block always runs in float32
     sep = copy.deepcopy(fused)
-    sep.online_pass = "separate"
     opts = [torch.optim.SGD(m.online_parameters() + m.mix_block_parameters(), lr=0.1, momentum=0.9,
                             weight_decay=1e-4) for m in (fused, sep)]
     for step in range(steps):
         g = torch.Generator().manual_seed(step)
         x, y = torch.randn(n, 3, size, size, generator=g, dtype=dtype), torch.randint(0, 5, (n,), generator=g)
         outs = []
-        for model, opt in zip((fused, sep), opts):
-            out = model.training_step(x, y, step, 10, generator=torch.Generator().manual_seed(100 + step))
+        for model, opt, mode in zip((fused, sep), opts, ("fused", "separate")):
+            out = training_step(model, x, y, step, 10, generator=torch.Generator().manual_seed(100 + step),
+                                online_pass=mode)
             opt.zero_grad()
             out["loss"].backward()
             outs.append((out, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
@@ -80,9 +81,9 @@ def test_per_part_batchnorm_running_stats_follow_two_sequential_updates():
 
 
 def test_online_pass_option_is_validated_and_auto_is_separate_on_cpu():
-    with pytest.raises(ValueError, match="online_pass"):
-        AutoMix("resnet_tiny_cifar", 5, online_pass="both")
     model = AutoMix("resnet_tiny_cifar", 5)
     x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 5, (4,))
-    model.training_step(x, y, 0, 10, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="online_pass"):
+        training_step(model, x, y, online_pass="both")
+    training_step(model, x, y, 0, 10, generator=torch.Generator().manual_seed(0), online_pass="auto")
     assert int(model.backbone_q.bn1.num_batches_tracked) == 2

@@ -8,20 +8,20 @@ import pytest
 import torch
 import torch.nn as nn
 
-import automix_lite.core.automix as automix_module
+import automix_lite.fast.step as fast_step
 from automix_lite import AutoMix, MixBlock
 
 
 def test_auto_online_pass_is_separate_on_the_cpu(monkeypatch):
-    model = AutoMix("resnet_tiny_cifar", num_classes=4, online_pass="auto")
+    model = AutoMix("resnet_tiny_cifar", num_classes=4)
     calls = []
-    real = automix_module.per_part_batchnorm
-    monkeypatch.setattr(automix_module, "per_part_batchnorm", lambda *a, **k: calls.append(1) or real(*a, **k))
-    x = torch.randn(4, 3, 16, 16)
-    model._online_features(x, x.flip(0))
+    real = fast_step.per_part_batchnorm
+    monkeypatch.setattr(fast_step, "per_part_batchnorm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 4, (4,))
+    fast_step.training_step(model, x, y, generator=torch.Generator().manual_seed(0), online_pass="auto")
     assert calls == []  # auto on the CPU: two plain passes
-    model.online_pass = "fused"
-    model._online_features(x, x.flip(0))
+    assert not fast_step.uses_fused("auto", torch.device("cpu")) and fast_step.uses_fused("auto", torch.device("cuda"))
+    fast_step.training_step(model, x, y, generator=torch.Generator().manual_seed(0), online_pass="fused")
     assert calls == [1]  # the explicit request is honoured everywhere
 
 

@@ -7,6 +7,8 @@ the step by factory ops and draws from the (CPU) generator, and everything compu
 the parameters and anything ``_to_device`` moved count as device tensors. With CUDA present, the same calls
 also run under ``torch.cuda.set_sync_debug_mode("error")``.
 """
+from functools import partial
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -102,19 +104,24 @@ def test_label_checks_are_reads_and_on_by_default(reads):
     assert len(reads.reads) >= 3  # y.min() in mix, target ranges in mix_loss
 
 
+@pytest.mark.parametrize("path", ["core", "fast"])
 @pytest.mark.parametrize("kw", [{}, {"lam_concat": True, "mask_adjust": 0.5, "switch_off": 0.8,
-                                     "no_repeat_perm": True, "online_pass": "fused"}])
-def test_training_step_does_not_read_the_device(reads, kw):
+                                     "no_repeat_perm": True}])
+def test_training_step_does_not_read_the_device(reads, kw, path):
+    """Neither the readable step (its branches read host draws) nor the fast one (fused pass) reads the device."""
+    from automix_lite.fast.step import training_step as fast_training_step
+
     torch.manual_seed(0)
     model = AutoMix("resnet_tiny_cifar", 10, **kw)
+    step_fn = model.training_step if path == "core" else partial(fast_training_step, model, online_pass="fused")
     x, y = _batch(size=16)
     g = torch.Generator().manual_seed(0)
     with reads:
         for step in range(3):
-            out = model.training_step(x, y, step, 10, generator=g, check_labels=False)
+            out = step_fn(x, y, step, 10, generator=g, check_labels=False)
     assert reads.reads == []
     with reads:
-        model.training_step(x, y, 0, 10, generator=g)
+        step_fn(x, y, 0, 10, generator=g)
     assert len(reads.reads) == 2  # the public default checks the label range: y.min(), y.max()
     assert torch.isfinite(out["loss"])
 

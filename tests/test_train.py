@@ -255,12 +255,22 @@ def test_labels_are_checked_once_per_dataset():
         check_labels(SimpleNamespace(targets=torch.tensor([0, 4])), 4, "train")
 
 
-def test_online_pass_reaches_the_model():
+def test_online_pass_reaches_the_step(monkeypatch):
+    """The trainer's step runs the fused pass when cfg.online_pass asks for it (here on the CPU), and the
+    readable core step otherwise ("auto" off CUDA, "separate")."""
+    import automix_lite.fast.step as fast_step
     from automix_lite.train import build_model
+    from automix_lite.trainer.engine import StepModule
 
-    for mode in ("auto", "fused", "separate"):
-        model = build_model(TrainConfig.preset("quick", online_pass=mode), 10, 3)
-        assert model.online_pass == mode
+    calls = []
+    real = fast_step.per_part_batchnorm
+    monkeypatch.setattr(fast_step, "per_part_batchnorm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
+    for mode, want in (("auto", []), ("separate", []), ("fused", [1])):
+        cfg = TrainConfig.preset("quick", online_pass=mode)
+        calls.clear()
+        StepModule(build_model(cfg, 10, 3), cfg)(x, y, 0, 10, torch.Generator().manual_seed(0))
+        assert calls == want, mode
     with pytest.raises(ValueError, match="online_pass='fast' is not one of auto, fused, separate"):
         TrainConfig.preset("quick", online_pass="fast")
 

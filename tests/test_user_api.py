@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-import automix_lite.core.automix as automix_module
+import automix_lite.core.augment as automix_module
 from automix_lite import AutoMix, AutoMixAugment, TrainConfig, mix, train
 from automix_lite.__main__ import main as cli_main
 from automix_lite.trainer.engine import build_model, set_lr

@@ -208,3 +208,15 @@ def mask_loss(mask: torch.Tensor, lam, mode: str = "L1", margin: float = 0.1) ->
     if mode.endswith("Variance"):  # population variance, as OpenMixup (torch.var(..., unbiased=False))
         loss = loss - 2 * m1.var(unbiased=False)
     return loss
+
+
+def adjust_mask(mask: torch.Tensor, lam, lam_c=None) -> torch.Tensor:
+    """Rescale each mask [N, 2, H, W] so its own-sample area equals λ exactly (the over-sized side shrinks).
+    ``lam_c`` = 1 - λ (defaults to ``1 - lam``)."""
+    lam_c = 1 - lam if lam_c is None else lam_c
+    own = mask[:, 0:1]  # [N, 1, H, W]
+    area = own.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)  # [N, 1, 1, 1]
+    shrink_own = own * (lam / area)  # own area too large -> scale own down
+    shrink_partner = 1 - (1 - own) * (lam_c / (1 - area).clamp_min(1e-8))
+    own = torch.where(area > lam, shrink_own, shrink_partner).clamp(0, 1)
+    return torch.cat([own, 1 - own], dim=1)  # [N, 2, H, W]

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from .._names import did_you_mean
+from .checks import check_images, check_label_range
+from .checks import check_labels as check_labels_
 from .masks import (_check_lam, _dev, _randint, _to_device, _uniform, box_mask, cutmix_box,  # noqa: F401
                     cutmix_boxes_at, fmix_mask, grid_mask, smooth_mask, spectral_residual_saliency)
 
@@ -79,18 +81,10 @@ class MixOutput:
 
 def _check_inputs(x, y, alpha, check_labels: bool = True) -> None:
     """Types and shapes; with ``check_labels`` also y >= 0, the one check that reads the device."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor [N, C, H, W], got "
-                        f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}; convert with x.float()")
-    if x.dim() != 4:
-        raise ValueError(f"x must be 4-D [N, C, H, W], got shape {tuple(x.shape)}; add a batch dim with x[None]")
-    if (not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool):
-        raise TypeError(f"y must be an integer tensor of class indices, got "
-                        f"{type(y).__name__ if not isinstance(y, torch.Tensor) else y.dtype}; use y.long()")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must be 1-D with one label per image ({x.shape[0]}), got shape {tuple(y.shape)}")
-    if check_labels and y.numel() and int(y.min()) < 0:
-        raise ValueError(f"y must hold class indices >= 0, got min {int(y.min())}; map labels to 0..K-1")
+    check_images(x)
+    check_labels_(x, y)
+    if check_labels:
+        check_label_range(y)
     if not float(alpha) > 0:
         raise ValueError(f"alpha must be > 0 (λ ~ Beta(alpha, alpha)), got {alpha}; use method='vanilla' to not mix")
 
@@ -377,9 +371,7 @@ def mix_loss(logits: torch.Tensor, out: MixOutput, smoothing: float = 0.0, *,
         raise ValueError(f"smoothing must lie in [0, 1), got {smoothing}")
     k = logits.shape[1]
     for t in (out.target_a, out.target_b) if check_labels else ():
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= k):
-            raise ValueError(f"labels must lie in [0, {k}) for logits with {k} classes, got min {int(t.min())} "
-                             f"max {int(t.max())}; build the model with num_classes > {int(t.max())}")
+        check_label_range(t, k, f"labels (for logits with {k} classes)", "; build the model with num_classes > max")
     lf = logits.float()
     ce_a = F.cross_entropy(lf, out.target_a.to(lf.device), reduction="none", label_smoothing=smoothing)  # [N]
     ce_b = F.cross_entropy(lf, out.target_b.to(lf.device), reduction="none", label_smoothing=smoothing)  # [N]

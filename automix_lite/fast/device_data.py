@@ -29,6 +29,9 @@ exactly the batches of the uninterrupted run, and CPU and CUDA runs see the same
 never waits for the device (no ``.item()``, no boolean masks): parameters go to the device once per epoch.
 Deviation: the draws are not the same random stream as torchvision's (which uses torch's global RNG per
 image in each worker); their distribution is the same.
+
+This module knows torchvision-style pipelines only (``decode_pipeline``); the trainer's own datasets reach it
+through ``trainer.datasets.device_images``, so nothing here imports the trainer.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ import torch
 
 __all__ = ["ShiftAugment", "ResizedCropAugment", "DeviceImages", "DeviceLoader", "UnsupportedPipeline",
            "draw_shift", "draw_resized_crop", "shift_grid", "pil_bicubic_weights", "resize_crops",
-           "device_images", "decoded_nbytes", "wanted"]
+           "decode_pipeline", "pipeline_nbytes", "wanted"]
 
 _PRECISION_BITS = 22  # Pillow's Resample.c: 32 - 8 - 2
 
@@ -400,34 +403,12 @@ def _source(ds) -> tuple[Callable[[int], object] | None, int, object]:
     return None, len(ds), getattr(ds, "transform", None)
 
 
-def device_images(ds, device: torch.device | str, in_chans: int, indices: Sequence[int] | None = None
-                  ) -> DeviceImages:
-    """A ``DeviceImages`` equal, item for item, to ``ds`` (a dataset built by ``data.build_datasets``), or to
-    its items ``indices`` (then with ``ds``'s targets at those indices). Only those items are decoded.
+def decode_pipeline(ds, device: torch.device | str, in_chans: int, idx: Sequence[int], targets: torch.Tensor
+                    ) -> DeviceImages:
+    """Items ``idx`` of a torchvision-style dataset (ImageFolder-like ``samples`` + ``loader``, or CIFAR's
+    ``data`` array) decoded through its transform's deterministic head onto ``device``.
 
-    Raises ``UnsupportedPipeline`` when ``ds``'s pipeline has no exact on-device equivalent.
-    """
-    from ..trainer.data import FakeImageDataset, InMemoryImageDataset, LabelledView
-
-    if isinstance(ds, LabelledView):  # a subset and/or noisy labels: the base's items, the view's labels
-        if indices is not None:
-            raise ValueError("device_images: a LabelledView takes no indices")
-        data = device_images(ds.base, device, in_chans, indices=ds.indices)
-        data.targets = torch.as_tensor(ds.targets, dtype=torch.long).to(data.device)
-        return data
-    idx = list(range(len(ds))) if indices is None else list(indices)
-    targets = torch.as_tensor(ds.targets, dtype=torch.long)[torch.as_tensor(idx, dtype=torch.long)]
-    if isinstance(ds, InMemoryImageDataset):  # stored reflect-padded: keep the core, pad by index
-        p = ds.pad
-        core = ds.images[idx, :, p:ds.images.shape[-2] - p, p:ds.images.shape[-1] - p] if p else ds.images[idx]
-        scale = 255.0 if core.dtype == torch.uint8 else 1.0
-        aug = ShiftAugment(pad=p, flip_p=0.5 if ds.flip else 0.0) if ds.augment else None
-        return DeviceImages(core.to(device), targets, mean=ds.mean.flatten().tolist(),
-                            std=ds.std.flatten().tolist(), in_chans=in_chans, augment=aug, scale=scale)
-    if isinstance(ds, FakeImageDataset):  # deterministic and already normalised
-        x = torch.stack([ds[i][0] for i in idx])  # [N, C, H, W]
-        return DeviceImages(x.to(device), targets, mean=(0.0,) * in_chans, std=(1.0,) * in_chans,
-                            in_chans=in_chans, scale=1.0)
+    Raises ``UnsupportedPipeline`` when the pipeline has no exact on-device equivalent."""
     load, _, transform = _source(ds)
     if load is None or transform is None:
         raise UnsupportedPipeline(f"{type(ds).__name__} cannot be decoded onto the device")
@@ -436,16 +417,8 @@ def device_images(ds, device: torch.device | str, in_chans: int, indices: Sequen
     return DeviceImages(x.to(device), targets, mean=mean, std=std, in_chans=in_chans, augment=aug)
 
 
-def decoded_nbytes(ds) -> int:
-    """Bytes the decoded ``ds`` would take on the device (read from its first item; no full decode)."""
-    from ..trainer.data import FakeImageDataset, InMemoryImageDataset, LabelledView
-
-    if isinstance(ds, LabelledView):
-        return decoded_nbytes(ds.base) * len(ds) // max(len(ds.base), 1)
-    if isinstance(ds, InMemoryImageDataset):
-        return ds.images.element_size() * ds.images.numel()
-    if isinstance(ds, FakeImageDataset):
-        return 4 * len(ds) * ds[0][0].numel()
+def pipeline_nbytes(ds) -> int:
+    """Bytes a torchvision-style ``ds`` takes decoded (read from its first item; no full decode)."""
     load, n, transform = _source(ds)
     if load is None or transform is None:
         raise UnsupportedPipeline(f"{type(ds).__name__} cannot be decoded onto the device")

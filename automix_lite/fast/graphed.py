@@ -5,7 +5,7 @@ records the kernels of one step once and replays them with a single launch. Ever
 step to step is a tensor the graph reads: the batch is copied into static input buffers, and the random draws
 (λ, pairings, coin flips; see docs/algorithm.md#one-training-step) are made on the host from the run's CPU
 generator, exactly as the eager step draws them, and copied into static device buffers. The step's device
-code is ``AutoMix.step_losses``, which has no host read and no branch on data (the λ-margin fallback and
+code is ``fast.step.step_losses``, which has no host read and no branch on data (the λ-margin fallback and
 ``mask_adjust`` are ``torch.where`` selections), plus an EMA whose momentum is a device scalar.
 
 API (the trainer's ``TrainConfig.cuda_graph`` wires it)::
@@ -39,8 +39,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core.automix import AutoMix, DeviceDraws, mask_loss_weight_at
+from ..core.automix import AutoMix
 from ..core.mixing import MIXERS, MixOutput, mix, mix_loss
+from ..core.schedules import mask_loss_weight_at
+from .step import DeviceDraws, host_tensors, step_losses, uses_fused
 
 __all__ = ["GraphedStep", "graphed_step"]
 
@@ -54,7 +56,10 @@ def _copy_in(dst: torch.Tensor, src: torch.Tensor) -> None:
 
 @torch.no_grad()
 def _ema_tensor_(targets: list[torch.Tensor], sources: list[torch.Tensor], m: torch.Tensor) -> None:
-    """targets <- m[0] * targets + m[1] * sources with the momentum as device scalars (m[1] = 1 - m[0])."""
+    """targets <- m[0] * targets + m[1] * sources with the momentum as device scalars (m[1] = 1 - m[0]).
+
+    ``core.schedules.ema_`` computes the same update from a Python float (``alpha=1 - m``); a captured step
+    cannot take a new host float each step, so here m lives in a device buffer the graph reads."""
     if targets:
         torch._foreach_mul_(targets, m[0])
         torch._foreach_add_(targets, torch._foreach_mul(sources, m[1]))
@@ -73,11 +78,13 @@ class GraphedStep:
         amp_dtype: autocast dtype (``torch.bfloat16``) or None for fp32; fp16 is refused (needs GradScaler).
         warmup: eager steps before the capture (CUDA only).
         use_graph: capture a CUDA graph (default: when the model is on CUDA).
+        online_pass: AutoMix's online pass, "auto" (fused on CUDA), "fused" or "separate" (``fast.step``).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, total_steps: int,
                  method: str = "automix", alpha: float = 1.0, smoothing: float = 0.0,
-                 amp_dtype: torch.dtype | None = None, warmup: int = 3, use_graph: bool | None = None):
+                 amp_dtype: torch.dtype | None = None, warmup: int = 3, use_graph: bool | None = None,
+                 online_pass: str = "auto"):
         if (method == "automix") != isinstance(model, AutoMix):
             raise TypeError("method='automix' needs an AutoMix model, and an AutoMix model needs method='automix'")
         if method != "automix" and method != "vanilla" and method not in MIXERS:
@@ -98,6 +105,7 @@ class GraphedStep:
         if self.use_graph and warmup < 1:  # e.g. SGD creates its momentum buffers on its first step
             raise ValueError("a captured step needs warmup >= 1 eager steps to create the optimizer's state")
         self.device, self.calls = device, 0
+        self.fused = uses_fused(online_pass, device)
         self._static: dict[str, torch.Tensor] | None = None
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict]] = {}
         self._hyper: tuple | None = None
@@ -125,7 +133,7 @@ class GraphedStep:
             m = model.momentum_at(step, self.total_steps)
             _copy_in(s["x"], x)
             _copy_in(s["y"], y)
-            for key, src in zip(("scalars", "flags", "perms"), d.host_tensors(w)):
+            for key, src in zip(("scalars", "flags", "perms"), host_tensors(d, w)):
                 _copy_in(s[key], src)
             _copy_in(s["ema"], torch.tensor([m, 1 - m], dtype=torch.float32))
             info = {"lam_mb": d.lam_mb, "lam_bb": d.lam_bb, "fallback": d.fallback, "mb_trained": d.train_mb,
@@ -152,8 +160,8 @@ class GraphedStep:
         s = self._static
         with self._autocast():
             if self.method == "automix":
-                out = self.model.step_losses(s["x"], s["y"], DeviceDraws(s["scalars"], s["flags"], s["perms"]),
-                                             train_mb=train_mb)
+                out = step_losses(self.model, s["x"], s["y"], DeviceDraws(s["scalars"], s["flags"], s["perms"]),
+                                  train_mb=train_mb, fused=self.fused)
             elif self.method == "vanilla":
                 out = {"loss": F.cross_entropy(self.model(s["x"]).float(), s["y"], label_smoothing=self.smoothing)}
             else:
@@ -162,11 +170,7 @@ class GraphedStep:
         out["loss"].backward()
         self.optimizer.step()
         if self.method == "automix" and self.model.momentum < 1:
-            for q, k in self.model._pairs():
-                _ema_tensor_(list(k.parameters()), list(q.parameters()), s["ema"])
-                if self.model.ema_bn_buffers:
-                    pairs = [(bk, bq) for bk, bq in zip(k.buffers(), q.buffers()) if bk.is_floating_point()]
-                    _ema_tensor_([b[0] for b in pairs], [b[1] for b in pairs], s["ema"])
+            _ema_tensor_(*self.model.ema_tensors(), s["ema"])
         return {k: v.detach() for k, v in out.items() if torch.is_tensor(v)}
 
     def _hyperparameters(self) -> tuple:

@@ -32,6 +32,7 @@ from typing import Any
 
 from .._names import BOOL_WORDS, did_you_mean
 from ..core.mixblock import MASK_LOSS_MODES, UPSAMPLE_MODES  # owned by the Mix Block
+from ..fast.step import ONLINE_PASSES  # owned by the fast step
 
 __all__ = ["TrainConfig", "PRESETS", "DATASETS", "CIFAR_MODELS", "METHODS", "ConfigTypeError"]
 
@@ -45,7 +46,6 @@ SCHEDULERS = ("cosine",)
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 MASK_LOSS_SCHEDULES = ("constant", "cosine", "upstream")
 MOMENTUM_FEATURES = ("full", "early_stop")
-ONLINE_PASSES = ("auto", "fused", "separate")
 ATT_NORMS = (None, "bn", "ln")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -86,7 +86,7 @@ class TrainConfig:
             (``lam_margin < 0`` disables the fallback to MixUp).
         online_pass: how AutoMix's online encoder sees the clean batch and the backbone's mix: ``'separate'``
             (two passes), ``'fused'`` (one 2N pass, BatchNorm statistics per half: equal results, fewer kernel
-            launches), ``'auto'`` (fused on CUDA, else separate). See ``AutoMix(online_pass=...)``.
+            launches), ``'auto'`` (fused on CUDA, else separate). See ``automix_lite.fast.step``.
         cuda_graph: run AutoMix's whole step (forward, backward, SGD, EMA) as one CUDA graph
             (``automix_lite.fast.graphed.GraphedStep``) on a CUDA device; elsewhere the same code runs eagerly (its
             twin: same numbers, no speed-up). Needs method 'automix', one GPU (no DDP), bf16 or fp32 (not fp16),

@@ -31,10 +31,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .config import TrainConfig
+from .datasets import (FakeImageDataset, InMemoryImageDataset, LabelledView, _FileListDataset, _subset,  # noqa: F401
+                       _targets, corrupt_labels, decoded_nbytes, device_images)
 
 __all__ = ["DatasetInfo", "InMemoryImageDataset", "FakeImageDataset", "LabelledView", "build_datasets",
            "build_loaders", "default_device", "denormalize", "corrupt_labels", "read_idx", "per_rank_batch_size"]
@@ -79,34 +80,6 @@ def _generator(seed: int, purpose: str) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(purpose.encode()))
 
 
-def corrupt_labels(labels: torch.Tensor, num_classes: int, fraction: float, *,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Replace exactly ``round(fraction * N)`` labels, chosen at random, by a DIFFERENT random class.
-
-    Args:
-        labels: ``[N]`` integer class indices in ``[0, num_classes)``.
-        num_classes: number of classes K (>= 2).
-        fraction: the noise rate p in [0, 1).
-        generator: RNG for the choice of samples and of the new classes.
-    Returns: a new ``[N]`` long tensor (the input is not modified).
-    """
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"label noise fraction must be in [0, 1), got {fraction}")
-    if num_classes < 2:
-        raise ValueError(f"label noise needs at least 2 classes, got num_classes={num_classes}")
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}), got range "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
-    n_flip = int(round(fraction * labels.numel()))
-    idx = torch.randperm(labels.numel(), generator=generator)[:n_flip]  # [n_flip]
-    # an offset in 1..K-1 guarantees a different class, uniform over the K-1 others
-    offset = torch.randint(1, num_classes, (n_flip,), generator=generator)
-    out = labels.clone()
-    out[idx] = (labels[idx] + offset) % num_classes
-    return out
-
-
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (MNIST format), gzip-compressed or not, into a numpy array."""
     path = Path(path)
@@ -134,122 +107,6 @@ def per_rank_batch_size(batch_size: int, world_size: int) -> int:
         raise ValueError(f"batch_size={batch_size} is the global batch and must divide evenly over "
                          f"world_size={world_size} ranks; pick a multiple of {world_size}.")
     return batch_size // world_size
-
-
-# ---------------------------------------------------------------- datasets
-class InMemoryImageDataset(Dataset):
-    """Images held in one tensor: resized and reflect-padded once, then cropped / flipped /
-    channel-matched / normalised per item (a few cheap tensor ops, so ``workers=0`` is fast).
-
-    Args:
-        images: ``[N, C0, h, w]`` uint8 (0..255) or float (0..1) tensor, ``C0`` = 1 or ``in_chans``.
-        targets: ``[N]`` class indices.
-        img_size, in_chans: output shape ``[in_chans, img_size, img_size]`` (1 -> C repeats the grey).
-        mean, std: normalisation, length ``in_chans``.
-        augment: random shift (reflect-pad by ``img_size // 8``, random crop), plus ``flip`` if set.
-        generator: RNG for the augmentation (use only with ``workers=0``; ``None`` = torch default RNG).
-    """
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, *, img_size: int, in_chans: int,
-                 mean: Sequence[float], std: Sequence[float], augment: bool = False, flip: bool = False,
-                 generator: torch.Generator | None = None):
-        if images.dim() != 4 or images.shape[1] not in (1, in_chans):
-            raise ValueError(f"images must be [N, 1 or {in_chans}, h, w], got {tuple(images.shape)}")
-        self.pad = max(img_size // 8, 1) if augment else 0
-        self.images = torch.cat([self._prepare(chunk, img_size, self.pad) for chunk in images.split(4096)])
-        self.targets = torch.as_tensor(targets, dtype=torch.long)
-        self.img_size, self.in_chans, self.augment, self.flip = img_size, in_chans, augment, flip
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)  # [C, 1, 1]
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-        self.generator = generator
-
-    @staticmethod
-    def _prepare(x: torch.Tensor, size: int, pad: int) -> torch.Tensor:
-        """Resize ``[n, C0, h, w]`` to ``size`` and reflect-pad by ``pad``, keeping the dtype."""
-        if x.shape[-2:] == (size, size) and pad == 0:
-            return x.clone()
-        y = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        if x.shape[-2:] != (size, size):
-            y = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > size)
-        if pad:
-            y = F.pad(y, (pad, pad, pad, pad), mode="reflect")  # [n, C0, size + 2p, size + 2p]
-        return (y * 255.0).round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else y
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        dy = dx = self.pad
-        flip = False
-        if self.augment:  # (the third draw is unused: kept so that the digits stream stays as it was)
-            dy, dx, _ = torch.randint(0, 2 * self.pad + 1, (3,), generator=self.generator).tolist()
-            flip = self.flip and bool(torch.rand((), generator=self.generator) < 0.5)  # RandomHorizontalFlip
-        x = self.images[i, :, dy:dy + self.img_size, dx:dx + self.img_size]  # [C0, H, W]
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        if flip:
-            x = x.flip(-1)
-        x = x.expand(self.in_chans, -1, -1)  # [C, H, W]
-        return (x - self.mean) / self.std, int(self.targets[i])
-
-
-class FakeImageDataset(Dataset):
-    """Deterministic synthetic images: a smooth per-class pattern plus per-sample noise (learnable).
-
-    Item ``i`` is generated on the fly from ``(seed, i)``, so any ``img_size`` costs no memory.
-    """
-
-    def __init__(self, n: int, *, num_classes: int, in_chans: int, img_size: int, seed: int,
-                 mean: Sequence[float], std: Sequence[float]):
-        g = torch.Generator().manual_seed(seed)
-        self.targets = torch.randint(num_classes, (n,), generator=g)  # [n]
-        self.prototypes = torch.randn(num_classes, in_chans, 4, 4, generator=g)  # [K, C, 4, 4]
-        self.seed, self.img_size = seed, img_size
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        y = int(self.targets[i])
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i + 1)
-        base = F.interpolate(self.prototypes[y][None], size=(self.img_size, self.img_size), mode="bilinear",
-                             align_corners=False)[0]  # [C, H, W]
-        x = (0.5 + 0.2 * base + 0.1 * torch.randn(base.shape, generator=g)).clamp(0, 1)
-        return (x - self.mean) / self.std, y
-
-
-class LabelledView(Dataset):
-    """``base`` restricted to ``indices``, with labels ``targets`` (noisy) and ``clean_targets``."""
-
-    def __init__(self, base: Dataset, indices: torch.Tensor, targets: torch.Tensor, clean_targets: torch.Tensor):
-        self.base, self.indices = base, indices.tolist()
-        self.targets, self.clean_targets = targets, clean_targets
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x, _ = self.base[self.indices[i]]
-        return x, int(self.targets[i])
-
-
-class _FileListDataset(Dataset):
-    """``(path, label)`` pairs read with PIL (Tiny-ImageNet's flat ``val/images`` folder)."""
-
-    def __init__(self, samples: list[tuple[str, int]], transform):
-        from torchvision.datasets.folder import default_loader
-
-        self.samples, self.transform, self.loader = samples, transform, default_loader
-        self.targets = [t for _, t in samples]
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int):
-        path, target = self.samples[i]
-        return self.transform(self.loader(path)), target
 
 
 class _ShardSampler(Sampler[int]):
@@ -391,26 +248,6 @@ def _fashion_mnist(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.
                    "`apt-get install dataset-fashion-mnist`, or set download=True.")
 
 
-def _targets(ds: Dataset) -> torch.Tensor:
-    if not hasattr(ds, "targets"):
-        raise TypeError(f"{type(ds).__name__} has no .targets; cannot take subsets or add label noise")
-    return torch.as_tensor(ds.targets, dtype=torch.long)
-
-
-def _subset(ds: Dataset, n: int | None, generator: torch.Generator, noise: float = 0.0,
-            num_classes: int = 0, noise_generator: torch.Generator | None = None) -> Dataset:
-    """A seeded subset of at most ``n`` samples, then label noise; ``ds`` itself when neither applies."""
-    if (n is None or n >= len(ds)) and noise == 0.0:
-        return ds
-    clean = _targets(ds)
-    idx = torch.arange(len(ds))
-    if n is not None and n < len(ds):
-        idx = torch.randperm(len(ds), generator=generator)[:n].sort().values  # [n]
-    clean = clean[idx]
-    noisy = corrupt_labels(clean, num_classes, noise, generator=noise_generator) if noise else clean
-    return LabelledView(ds, idx, noisy, clean)
-
-
 def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, DatasetInfo]:
     """Build (train, val, info) for ``cfg.dataset``; ``cfg.train_subset`` / ``label_noise`` apply to train.
 
@@ -517,10 +354,10 @@ def _device_loaders(cfg: TrainConfig, train_ds: Dataset, val_ds: Dataset, info: 
     from ..fast import device_data as dd
 
     try:
-        if not dd.wanted(cfg.data_on_device, device, lambda: dd.decoded_nbytes(train_ds) + dd.decoded_nbytes(val_ds)):
+        if not dd.wanted(cfg.data_on_device, device, lambda: decoded_nbytes(train_ds) + decoded_nbytes(val_ds)):
             return None
-        train_data = dd.device_images(train_ds, device, info.in_chans)
-        val_data = dd.device_images(val_ds, device, info.in_chans)
+        train_data = device_images(train_ds, device, info.in_chans)
+        val_data = device_images(val_ds, device, info.in_chans)
     except dd.UnsupportedPipeline as e:
         if cfg.data_on_device is True:
             raise ValueError(f"data_on_device=True: {e}. Use data_on_device='auto' or False.") from e

@@ -18,6 +18,8 @@ from ..core.automix import HEADS, AutoMix
 from .config import TrainConfig
 from ..core.mixing import manifold_forward, mix, mix_loss
 from ..core.models import Classifier
+from ..fast.step import training_step as fast_training_step
+from ..fast.step import uses_fused
 
 __all__ = ["cosine_lr", "set_lr", "param_groups", "build_model", "StepModule", "head_names", "evaluate",
            "summarize", "check_compatible"]
@@ -70,7 +72,7 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
                        mask_loss_schedule=cfg.mask_loss_schedule, lam_margin=cfg.lam_margin,
                        lam_concat=cfg.lam_concat, reduction=cfg.reduction, upsample=cfg.upsample,
                        att_norm=cfg.att_norm, mask_adjust=cfg.mask_adjust, switch_off=cfg.switch_off,
-                       ema_bn_buffers=cfg.ema_bn_buffers, online_pass=cfg.online_pass, in_chans=in_chans,
+                       ema_bn_buffers=cfg.ema_bn_buffers, in_chans=in_chans,
                        use_scale=cfg.use_scale, head_ensemble=cfg.head_ensemble, no_repeat_perm=cfg.no_repeat_perm,
                        momentum_features=cfg.momentum_features)
     return Classifier(cfg.model, num_classes, in_chans=in_chans)
@@ -91,7 +93,11 @@ class StepModule(nn.Module):
     def forward(self, x, y, step: int, total_steps: int, generator: torch.Generator):
         check = self.check_labels
         if isinstance(self.model, AutoMix):
-            out = self.model.training_step(x, y, step, total_steps, generator=generator, check_labels=check)
+            if uses_fused(self.cfg.online_pass, x.device):  # the fused online pass (fast.step), same draws
+                out = fast_training_step(self.model, x, y, step, total_steps, generator=generator,
+                                         check_labels=check, online_pass=self.cfg.online_pass)
+            else:  # the readable step of core.automix
+                out = self.model.training_step(x, y, step, total_steps, generator=generator, check_labels=check)
             return out, out["mask_mb"], out["perm_mb"]
         if self.cfg.method == "vanilla":  # cross_entropy itself rejects out-of-range labels
             logits = self.model(x)

@@ -25,6 +25,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ..core.automix import AutoMix
+from ..core.checks import check_label_range
 from .callbacks import CallbackList, TrainState
 from .checkpoint import (atomic_json, environment_info, find_resume_checkpoint, load_checkpoint, rng_state,
                          save_checkpoint, set_aside_previous_run, set_rng_state, versions_info)
@@ -149,7 +150,8 @@ def make_graphed_step(run: Run):
         raise ValueError("cuda_graph=True cannot use fp16 autocast (it needs a GradScaler): amp resolved to fp16 "
                          "on this GPU (compute capability < 8); set amp='off' or cuda_graph=False.")
     return GraphedStep(run.model, run.optimizer, total_steps=run.total_steps, method=run.cfg.method,
-                       alpha=run.cfg.alpha, smoothing=run.cfg.smoothing, amp_dtype=run.amp_dtype)
+                       alpha=run.cfg.alpha, smoothing=run.cfg.smoothing, amp_dtype=run.amp_dtype,
+                       online_pass=run.cfg.online_pass)
 
 
 def check_labels(dataset, num_classes: int, split: str) -> bool:
@@ -158,10 +160,8 @@ def check_labels(dataset, num_classes: int, split: str) -> bool:
     targets = getattr(dataset, "targets", None)
     if targets is None:
         return False
-    t = torch.as_tensor(targets)
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-        raise ValueError(f"{split} labels must lie in [0, {num_classes}), got min {int(t.min())} max {int(t.max())}; "
-                         "set num_classes to the dataset's number of classes (or None = from the data).")
+    check_label_range(torch.as_tensor(targets), num_classes, f"{split} labels",
+                      "; set num_classes to the dataset's number of classes (or None = from the data).")
     return True
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.mixblock import adjust_mask
 from ..core.mixing import MIXERS, mix
 
 __all__ = ["AUTOMIX_METHODS", "explorer_methods", "explore", "build_explorer"]
@@ -120,7 +121,7 @@ def explore(images: torch.Tensor, i: int, j: int, lam: float, method: str, model
         own = model.generate_mask(xn.to(next(model.parameters()).device), lam,
                                   torch.tensor([1, 0]))[:, :1].float().cpu()  # [2, 1, H, W]
         if method == "automix_adjusted":
-            own = model._adjust(torch.cat([own, 1 - own], 1), lam)[:, :1]
+            own = adjust_mask(torch.cat([own, 1 - own], 1), lam)[:, :1]
         mask = own[0, 0]  # [H, W]
         mixed = x[0] * mask + x[1] * (1 - mask)  # [C, H, W]
         label_lam = lam
