@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from automix_lite.trainer.config import CIFAR_MODELS, PRESETS, ConfigTypeError, TrainConfig, _known_methods
+from automix_lite.trainer.config import CIFAR_MODELS, PRESETS, ConfigTypeError, TrainConfig
+from automix_lite.trainer.options import _known_methods
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -12,7 +12,8 @@ import torch
 from .checks import check_batch
 from .masks import _to_device
 from .mixblock import adjust_mask
-from .mixing import MixOutput, mix_images, sample_lam, sample_perm
+from .mixing import MixOutput, mix_images
+from .sampling import sample_lam, sample_perm
 
 if TYPE_CHECKING:
     from .automix import AutoMix

@@ -51,7 +51,7 @@ from .augment import AutoMixAugment
 from .checks import check_batch
 from .masks import _randint, _to_device, _uniform
 from .mixblock import MixBlock, adjust_mask, mask_loss
-from .mixing import sample_lam, sample_perm
+from .sampling import sample_lam, sample_perm
 from .models import (LinearHead, check_image_size, create_backbone, default_feature_stage, feature_map,
                      stage_channels)
 from .schedules import ema_, mask_loss_weight_at, momentum_at

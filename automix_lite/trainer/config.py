@@ -24,31 +24,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
-import types
 import typing
 from dataclasses import dataclass
 from typing import Any
 
 from .._names import BOOL_WORDS, did_you_mean
-from ..core.mixblock import MASK_LOSS_MODES, UPSAMPLE_MODES  # owned by the Mix Block
-from ..fast.step import ONLINE_PASSES  # owned by the fast step
+from .options import CIFAR_MODELS, DATASETS, METHODS, config_errors, field_type_errors  # noqa: F401
+from .presets import PRESETS
 
 __all__ = ["TrainConfig", "PRESETS", "DATASETS", "CIFAR_MODELS", "METHODS", "ConfigTypeError"]
-
-DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "tiny-imagenet", "imagenet", "folder", "fake")
-CIFAR_MODELS = ("resnet_tiny_cifar", "resnet18_cifar", "resnet50_cifar", "resnext50_cifar", "wrn28_8_cifar")
-# Names in the public API (docs/README.md#public-api); the live list is MIXERS from automix_lite.core.mixing + "automix".
-_CONTRACT_MIXERS = ("vanilla", "mixup", "cutmix", "manifoldmix", "fmix", "resizemix", "saliencymix",
-                    "smoothmix", "gridmix")
-METHODS = _CONTRACT_MIXERS + ("automix",)
-SCHEDULERS = ("cosine",)
-AMP_MODES = ("auto", "off", "bf16", "fp16")
-MASK_LOSS_SCHEDULES = ("constant", "cosine", "upstream")
-MOMENTUM_FEATURES = ("full", "early_stop")
-ATT_NORMS = (None, "bn", "ln")
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
 
 class ConfigTypeError(TypeError, ValueError):
     """A field has the wrong type. Subclasses both TypeError and ValueError, so ``except ValueError``
@@ -241,176 +225,15 @@ class TrainConfig:
             ConfigTypeError (a TypeError and a ValueError): a field has the wrong type.
             ValueError: a value is out of range or an unknown name (with a suggestion).
         """
-        hints = typing.get_type_hints(type(self))
-        bad_types = [f"{f.name}={getattr(self, f.name)!r} ({type(getattr(self, f.name)).__name__}) "
-                     f"should be {_type_name(hints[f.name])}"
-                     for f in dataclasses.fields(self) if not _type_ok(getattr(self, f.name), hints[f.name])]
+        bad_types = field_type_errors(self)
         if bad_types:
             raise ConfigTypeError("invalid TrainConfig field type(s):\n  " + "\n  ".join(bad_types))
-
-        errors: list[str] = []
-
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                errors.append(msg)
-
-        def choice(name: str, options: typing.Iterable[str]) -> None:
-            value = getattr(self, name)
-            options = tuple(options)
-            need(value in options, f"{name}={value!r} is not one of {', '.join(options)}.{_suggest(value, options)}")
-
-        choice("dataset", DATASETS)
-        choice("method", _known_methods())
-        choice("sched", SCHEDULERS)
-        choice("amp", AMP_MODES)
-        choice("mask_loss_mode", MASK_LOSS_MODES)
-        choice("mask_loss_schedule", MASK_LOSS_SCHEDULES)
-        choice("upsample", UPSAMPLE_MODES)
-        choice("online_pass", ONLINE_PASSES)
-        choice("momentum_features", MOMENTUM_FEATURES)
-        if self.cuda_graph:
-            need(self.method == "automix", f"cuda_graph=True graphs the AutoMix step only (method={self.method!r}).")
-            need(self.amp != "fp16", "cuda_graph=True cannot use amp='fp16' (it needs a GradScaler); use 'bf16' "
-                                     "or 'off'.")
-            need(not self.compile, "cuda_graph=True and compile=True are alternatives; pick one.")
-            need(self.sched_by_epoch, "cuda_graph=True needs sched_by_epoch=True (a learning rate changing every "
-                                      "step would re-capture the graph every step).")
-        need(self.att_norm in ATT_NORMS, f"att_norm={self.att_norm!r} is not one of None, 'bn', 'ln'.")
-        need(bool(_DEVICE_RE.match(self.device)),
-             f"device={self.device!r} should be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
-        model_error = _check_model(self.model)
-        if model_error:
-            errors.append(model_error)
-
-        for name in ("img_size", "in_chans", "train_subset", "val_subset"):
-            value = getattr(self, name)
-            need(value is None or value > 0, f"{name}={value} must be a positive integer or None.")
-        need(self.num_classes is None or self.num_classes >= 2,
-             f"num_classes={self.num_classes} must be >= 2 (or None = from the dataset).")
-        need(0.0 <= self.label_noise < 1.0, f"label_noise={self.label_noise} is a fraction in [0, 1).")
-        need(self.epochs > 0, f"epochs={self.epochs} must be > 0.")
-        need(self.batch_size > 0, f"batch_size={self.batch_size} must be > 0 (it is the global batch).")
-        need(self.lr >= 0, f"lr={self.lr} must be >= 0 (a negative learning rate ascends the loss).")
-        if self.lr >= 0:
-            need(0 <= self.min_lr <= self.lr, f"min_lr={self.min_lr} must be in [0, lr={self.lr}].")
-        if self.mb_lr is not None:
-            need(self.mb_lr >= 0, f"mb_lr={self.mb_lr} must be >= 0 (or None = same as lr).")
-        if self.mb_min_lr is not None:
-            mb_lr = self.lr if self.mb_lr is None else self.mb_lr
-            need(0 <= self.mb_min_lr <= mb_lr, f"mb_min_lr={self.mb_min_lr} must be in [0, mb_lr={mb_lr}].")
-        need(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0.")
-        for name in ("momentum", "mb_momentum"):
-            value = getattr(self, name)
-            need(value is None or 0 <= value < 1, f"{name}={value} (SGD momentum) must be in [0, 1).")
-        need(self.epochs <= 0 or 0 <= self.warmup_epochs < self.epochs,
-             f"warmup_epochs={self.warmup_epochs} must be in [0, epochs={self.epochs}).")
-        need(0 <= self.smoothing < 1, f"smoothing={self.smoothing} must be in [0, 1).")
-        need(self.alpha > 0, f"alpha={self.alpha} must be > 0: lambda ~ Beta(alpha, alpha) "
-                             "(AutoMix uses 2.0, MixUp usually 1.0 or 0.2).")
-        for name in ("ema_momentum", "ema_end_momentum"):
-            value = getattr(self, name)
-            need(0 <= value < 1, f"{name}={value} must be in [0, 1) (AutoMix: 0.999 -> 0.999999); "
-                                 "a momentum of 1 would freeze the momentum encoder.")
-        need(0 <= self.ema_scope_start <= 1, f"ema_scope_start={self.ema_scope_start} must be in [0, 1].")
-        need(self.mask_loss_weight >= 0, f"mask_loss_weight={self.mask_loss_weight} must be >= 0.")
-        need(self.mask_loss_margin >= 0, f"mask_loss_margin={self.mask_loss_margin} must be >= 0.")
-        need(self.lam_margin < 0.5, f"lam_margin={self.lam_margin} must be < 0.5 (AutoMix: 0.08; < 0 disables the "
-                                    "fallback to MixUp).")
-        need(self.reduction >= 1, f"reduction={self.reduction} must be >= 1 (AutoMix: 2).")
-        need(0 <= self.switch_off <= 1, f"switch_off={self.switch_off} must be in [0, 1].")
-        need(0 <= self.mask_adjust <= 1, f"mask_adjust={self.mask_adjust} is a probability in [0, 1].")
-        need(self.data_on_device in ("auto", True, False),
-             f"data_on_device={self.data_on_device!r} should be 'auto', True or False.")
-        need(self.threads is None or self.threads >= 1, f"threads={self.threads} must be >= 1 or None.")
-        need(self.workers >= 0, f"workers={self.workers} must be >= 0 (0 = load in the main process).")
-        need(self.seed >= 0, f"seed={self.seed} must be >= 0.")
-        for name in ("eval_every", "log_every", "median_last_k", "keep_checkpoints"):
-            value = getattr(self, name)
-            need(value >= 1, f"{name}={value} must be >= 1.")
-        need(self.max_nonfinite >= 1, f"max_nonfinite={self.max_nonfinite} must be >= 1 (1 = stop at the first "
-                                      "non-finite loss).")
-        need(self.preset_name is None or self.preset_name in PRESETS,
-             f"preset_name={self.preset_name!r} is not a known preset.{_suggest(self.preset_name or '', PRESETS)}")
+        errors = config_errors(self)
         if errors:
             raise ValueError("invalid TrainConfig:\n  " + "\n  ".join(errors))
         return self
 
 
-# ---- presets: recipes as data (docs/recipes.md) ------------------------------------------
-_CIFAR_R18 = dict(  # OpenMixup configs/classification/cifar100/automix/basic/r18_l2_a2_near_L1_01_mlr5e_2.py
-    dataset="cifar100", model="resnet18_cifar", method="automix", img_size=32, epochs=400, batch_size=100,
-    lr=0.1, min_lr=0.05, weight_decay=1e-4, momentum=0.9, alpha=2.0, ema_momentum=0.999,
-    ema_end_momentum=0.999999, mask_loss_weight=0.1, mask_loss_margin=0.1, lam_margin=0.08,
-    lam_concat=False, median_last_k=10, workers=4,
-)
-_TINY_R18 = dict(  # OpenMixup configs/classification/tiny_imagenet/automix/basic/r18_l2_a2_near_mb_mlr1e_3_bb_mlr5e_2.py
-    _CIFAR_R18, dataset="tiny-imagenet", img_size=64, lr=0.2, min_lr=0.05, mb_lr=0.1, mb_min_lr=1e-3,
-)
-_IMAGENET_R18 = dict(  # OpenMixup configs/classification/imagenet/automix/basic/r18_l2_a2_near_lam_cat_mb_mlr1e_3_bb_mlr0.py
-    dataset="imagenet", model="resnet18", method="automix", img_size=224, epochs=100, batch_size=256,
-    lr=0.1, min_lr=0.0, weight_decay=1e-4, momentum=0.9, alpha=2.0, mb_lr=0.1, mb_min_lr=1e-3,
-    lam_concat=True, ema_momentum=0.999, ema_end_momentum=0.99999,
-    # "0.1 to 0" cosine hook that compounds every iteration (docs/algorithm.md#mask-loss): reproduced, not fixed.
-    mask_loss_schedule="upstream", median_last_k=5, workers=8, channels_last=True,
-)
-
-_QUICK = dict(
-    dataset="digits", img_size=16, in_chans=3, model="resnet_tiny_cifar", method="automix",
-    epochs=16, batch_size=32, lr=0.1, min_lr=0.0, weight_decay=1e-4, momentum=0.9, alpha=2.0,
-    feature_stage=2, att_norm="bn", mb_lr=0.02, mb_min_lr=0.01,
-    ema_momentum=0.95, ema_end_momentum=0.999, label_noise=0.0, amp="off", workers=0, threads=1,
-    median_last_k=3, log_every=10, out="runs/quick",
-)
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # Offline CPU demo (~2-3 min on 2 cores) that must *show* AutoMix: structured masks, curves without a
-    # collapse (automix_lite.trainer.diagnostics measures both). Not an upstream recipe; each departure has a reason:
-    # * digits (1,297 train images of 8x8, bundled with scikit-learn) at 16 px: 8x8 digits lose nothing and a
-    #   step costs ~1/4 of a 32-px step: 640 steps of 32 take less time than 240 steps of 64 at 32 px took.
-    # * feature_stage=2 (layer2): an 8x8 feature map at 16 px, the map size the CIFAR recipes give the Mix
-    #   Block from layer3 at 32 px (layer3 at 16 px would be 4x4).
-    # * att_norm="bn" (OpenMixup att_norm_cfg): with the N(0, 0.01) init and no norm, q.k ~ 1e-2, the
-    #   attention stays uniform, so every mask is one flat value, for far longer than ~1,000 steps; normalised
-    #   q/k make the attention non-uniform from the first step.
-    # * mb_lr 0.02 -> 0.01: at the backbone's 0.1 the own-area of the masks random-walks into the sigmoid's
-    #   flat ends (all own or all partner) within a few dozen steps and stays there once the classifier is
-    #   confident; the recipes' Mix Block keeps a floor too (mb_min_lr).
-    # * threads=1: its 16-px steps are too small to share between threads; one thread ran the job faster than
-    #   two on the idle 2-core machine and leaves a core to the notebook / browser (benchmarks/busy_neighbour.py).
-    # * 40 steps per epoch, 640 in all: the EMA horizon 1/(1-m) of 0.999 (1,000 steps) would leave the momentum
-    #   encoder at its initialisation for most of the run; 0.95 -> 0.999 keeps it a lagging copy.
-    "quick": _QUICK,
-    # The "show the gain" regime: the quick preset's AutoMix on few images for many epochs, where vanilla training
-    # memorises its images (benchmarks/small_data.py; results and the search behind them in
-    # benchmarks/results/small_data.md and docs/recipes.md#small-data).
-    "small_data": dict(_QUICK, dataset="fashion-mnist", data_dir="data/fashion-mnist", download=True, img_size=16,
-                       train_subset=500, val_subset=2000, epochs=120, eval_every=10, out="runs/small_data"),
-    # No AutoMix CIFAR-10 config exists in OpenMixup (benchmark: "CutMix-style settings");
-    # the CIFAR-100 R-18 recipe r18_l2_a2_near_L1_01_mlr5e_2.py with 10 classes.
-    "cifar10": dict(_CIFAR_R18, dataset="cifar10", out="runs/cifar10"),
-    # cifar100/automix/basic/r18_l2_a2_near_L1_01_mlr5e_2.py (paper table: 800 epochs; config: 400)
-    "cifar100": dict(_CIFAR_R18, out="runs/cifar100"),
-    # cifar100/automix/basic/rx50_l2_a2_near_L1_01_mlr5e_2.py
-    "cifar100_rx50": dict(_CIFAR_R18, model="resnext50_cifar", out="runs/cifar100_rx50"),
-    # cifar100/automix/basic/wrn28_8_l1_a2_near_L1_01_mlr1e_3.py: Mix Block SGD momentum 0
-    # ("performs better in 400ep"); features from the second block group (OpenMixup out_indices=(1,2)),
-    # here in the timm forward_intermediates convention (0 = stem, i = i-th block group).
-    "cifar100_wrn28_8": dict(
-        _CIFAR_R18, model="wrn28_8_cifar", lr=0.03, min_lr=1e-3, weight_decay=1e-3, mb_momentum=0.0,
-        feature_stage=2, out="runs/cifar100_wrn28_8",
-    ),
-    # tiny_imagenet/automix/basic/r18_l2_a2_near_mb_mlr1e_3_bb_mlr5e_2.py
-    "tiny_imagenet": dict(_TINY_R18, out="runs/tiny_imagenet"),
-    # tiny_imagenet/automix/basic/rx50_l2_a2_near_mb_mlr1e_3_bb_mlr5e_2_2xb50.py (2 x 50 = 100 global)
-    "tiny_imagenet_rx50": dict(_TINY_R18, model="resnext50_cifar", out="runs/tiny_imagenet_rx50"),
-    # imagenet/automix/basic/r18_l2_a2_near_lam_cat_mb_mlr1e_3_bb_mlr0.py (4 x 64 = 256 global)
-    "imagenet": dict(_IMAGENET_R18, out="runs/imagenet"),
-    # imagenet/automix/basic/r50_l2_a2_near_lam_cat_mb_mlr1e_3_bb_mlr0.py
-    "imagenet_r50": dict(_IMAGENET_R18, model="resnet50", out="runs/imagenet_r50"),
-}
-
-
-# ---- helpers ---------------------------------------------------------------------------
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
@@ -425,56 +248,3 @@ def _check_fields(kw: dict[str, Any], where: str) -> None:
         hints = "".join(f"\n  {k!r}:{_suggest(k, _FIELD_NAMES) or ' no close match.'}" for k in unknown)
         raise ValueError(f"{where}: unknown TrainConfig field(s) {unknown}.{hints}\n"
                          f"Valid fields: {', '.join(_FIELD_NAMES)}.")
-
-
-def _known_methods() -> tuple[str, ...]:
-    try:
-        from ..core.mixing import MIXERS
-    except ModuleNotFoundError as e:  # mixing.py not present: fall back to the contract names
-        if e.name != f"{__package__}.mixing":
-            raise
-        return METHODS
-    return tuple(dict.fromkeys(("vanilla", *MIXERS, "automix")))
-
-
-def _check_model(name: str) -> str | None:
-    """Return an error message for an unknown model name, else None (imports timm lazily)."""
-    if name in CIFAR_MODELS:
-        return None
-    from ..core import models as _models  # a broken models.py (or timm) must fail here, not pass as "unknown model"
-
-    extra = tuple(_models.CIFAR_MODELS)  # models.py may register more CIFAR-stem names
-    if name in extra:
-        return None
-    cifar = CIFAR_MODELS + extra
-    if name.endswith("_cifar"):
-        return f"model={name!r} is not a CIFAR-stem model ({', '.join(cifar)}).{_suggest(name, cifar)}"
-    import timm
-
-    if timm.is_model(name):
-        return None
-    return (f"model={name!r} is neither a timm model nor a CIFAR-stem model."
-            f"{_suggest(name, cifar + tuple(timm.list_models()))} See timm.list_models() for timm names.")
-
-
-def _type_ok(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, arg) for arg in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    return True
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
