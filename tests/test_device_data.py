@@ -34,6 +34,7 @@ import torchvision.transforms.functional as TF  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
+from automix_lite.fast import augment_ops  # noqa: E402
 from automix_lite.fast import device_data as dd  # noqa: E402
 from automix_lite.trainer.data import ResumableSampler, build_datasets, build_loaders  # noqa: E402
 from automix_lite.trainer.datasets import decoded_nbytes, device_images  # noqa: E402
@@ -106,7 +107,7 @@ def test_pillow_pass_order_rule_matters_and_is_followed():
     assert not torch.equal(a, b)
     ref = _pil(images[0]).crop((0, 0, 20, 80)).resize((32, 32), Image.BICUBIC)
     ref = torch.from_numpy(np.asarray(ref).copy()).permute(2, 0, 1).double()
-    assert torch.equal(ref, (b if dd.PILLOW_VERTICAL_FIRST else a)[0])
+    assert torch.equal(ref, (b if augment_ops.PILLOW_VERTICAL_FIRST else a)[0])
 
 
 def test_in_memory_digits_become_the_same_pixels_on_the_device():

@@ -247,7 +247,7 @@ def test_one_host_read_per_step_except_log_steps(tmp_path, monkeypatch, method):
 def test_labels_are_checked_once_per_dataset():
     from types import SimpleNamespace
 
-    from automix_lite.trainer.loop import check_labels
+    from automix_lite.trainer.run import check_labels
 
     assert check_labels(SimpleNamespace(targets=[0, 3, 1]), 4, "train") is True
     assert check_labels(SimpleNamespace(), 4, "train") is False  # no targets: the per-batch checks stay on
@@ -328,7 +328,7 @@ def test_cuda_graph_stops_at_a_nonfinite_loss(tmp_path, monkeypatch):
 def test_cuda_graph_refusals():
     from types import SimpleNamespace
 
-    from automix_lite.trainer.loop import make_graphed_step
+    from automix_lite.trainer.run import make_graphed_step
 
     for kw, fragment in [(dict(method="mixup"), "graphs the AutoMix step only"), (dict(amp="fp16"), "GradScaler"),
                          (dict(compile=True), "alternatives"), (dict(sched_by_epoch=False), "re-capture")]:

@@ -84,7 +84,7 @@ class StepModule(nn.Module):
     the permutation of the batch's mix (None for vanilla).
 
     ``check_labels``: range-check each batch's labels (a read of the device); the trainer turns it off once it
-    has checked the whole dataset's labels (``loop.check_labels``)."""
+    has checked the whole dataset's labels (``run.check_labels``)."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, check_labels: bool = True):
         super().__init__()
