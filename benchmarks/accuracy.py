@@ -51,7 +51,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: import the sibling harness
 
-from speed import provenance  # noqa: E402
+from provenance import provenance  # noqa: E402
 
 from automix_lite import TrainConfig, train  # noqa: E402
 
@@ -236,40 +236,10 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     runs_dir = args.runs_dir or (args.cache.parent / "bench_runs")
     log_path = args.out / f"{args.tag}_runs.jsonl"
-    done = {}
-    if log_path.exists():
-        for line in log_path.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[_key(rec)] = rec
-    titles, records, skipped = {}, [], []
-
-    plan = []
-    if "digits" in args.suite:
-        ep = 1 if args.quick else (args.digits_epochs or TrainConfig.preset("quick").epochs)
-        px = args.digits_img_size or TrainConfig.preset("quick").img_size
-        titles["digits"] = (f"digits, 40% label noise, resnet_tiny_cifar, {px} px, {ep} epochs, "
-                            f"{len(args.seeds)} seeds (final top-1 on clean test labels)")
-        for seed in args.seeds:
-            for m in args.methods:
-                plan.append(("digits", lambda m=m, seed=seed: digits_config(
-                    m, seed, runs_dir / f"digits_{m}_s{seed}", args.digits_epochs, args.quick,
-                    args.digits_img_size)))
-    if "cifar10" in args.suite:
-        if not args.archive.exists() and not (args.cache / "train").is_dir():
-            msg = f"CIFAR-10 skipped: archive {args.archive} not found (and no unpacked copy in {args.cache})."
-            print(f"[accuracy] {msg}", flush=True)
-            skipped.append(msg)
-        else:
-            data_dir = unpack_cifar(args.archive, args.cache)
-            probe = cifar_config("vanilla", 0, runs_dir, data_dir, args)
-            titles["cifar10"] = (f"CIFAR-10 (JPEG), {probe.train_subset} train / {probe.val_subset} test images, "
-                                 f"{args.cifar_model}, {probe.epochs} epochs, {len(args.cifar_seeds)} seeds")
-            for seed in args.cifar_seeds:
-                for m in args.cifar_methods or args.methods:
-                    plan.append(("cifar10", lambda m=m, seed=seed: cifar_config(
-                        m, seed, runs_dir / f"cifar10_{m}_s{seed}", data_dir, args)))
-
+    done = _logged(log_path)
+    titles, skipped = {}, []
+    plan = _digits_plan(args, runs_dir, titles) + _cifar_plan(args, runs_dir, titles, skipped)
+    records = []
     for i, (suite, make) in enumerate(plan):
         cfg = make()
         stub = {"suite": suite, "config": cfg.to_dict()}
@@ -278,7 +248,51 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         records.append(run_logged("accuracy", i, len(plan), f"{suite} {cfg.method} seed {cfg.seed}",
                                   lambda: run_one(suite, cfg), log_path))
+    return _write_results(args, argv, records, titles, skipped)
 
+
+def _logged(log_path: Path) -> dict:
+    """The runs already in the log, by key (what a resumed invocation skips)."""
+    done = {}
+    if log_path.exists():
+        for line in log_path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[_key(rec)] = rec
+    return done
+
+
+def _digits_plan(args, runs_dir: Path, titles: dict) -> list:
+    if "digits" not in args.suite:
+        return []
+    ep = 1 if args.quick else (args.digits_epochs or TrainConfig.preset("quick").epochs)
+    px = args.digits_img_size or TrainConfig.preset("quick").img_size
+    titles["digits"] = (f"digits, 40% label noise, resnet_tiny_cifar, {px} px, {ep} epochs, "
+                        f"{len(args.seeds)} seeds (final top-1 on clean test labels)")
+    return [("digits", lambda m=m, seed=seed: digits_config(m, seed, runs_dir / f"digits_{m}_s{seed}",
+                                                            args.digits_epochs, args.quick, args.digits_img_size))
+            for seed in args.seeds for m in args.methods]
+
+
+def _cifar_plan(args, runs_dir: Path, titles: dict, skipped: list) -> list:
+    if "cifar10" not in args.suite:
+        return []
+    if not args.archive.exists() and not (args.cache / "train").is_dir():
+        msg = f"CIFAR-10 skipped: archive {args.archive} not found (and no unpacked copy in {args.cache})."
+        print(f"[accuracy] {msg}", flush=True)
+        skipped.append(msg)
+        return []
+    data_dir = unpack_cifar(args.archive, args.cache)
+    probe = cifar_config("vanilla", 0, runs_dir, data_dir, args)
+    titles["cifar10"] = (f"CIFAR-10 (JPEG), {probe.train_subset} train / {probe.val_subset} test images, "
+                         f"{args.cifar_model}, {probe.epochs} epochs, {len(args.cifar_seeds)} seeds")
+    return [("cifar10", lambda m=m, seed=seed: cifar_config(m, seed, runs_dir / f"cifar10_{m}_s{seed}", data_dir,
+                                                            args))
+            for seed in args.cifar_seeds for m in (args.cifar_methods or args.methods)]
+
+
+def _write_results(args, argv, records: list, titles: dict, skipped: list) -> dict:
+    """``<tag>.json`` (provenance, settings, summary, every run), ``<tag>.md`` and the bar plot."""
     summary = summarize(records)
     cmd_argv = None if argv is None else [sys.argv[0]] + list(argv)
     result = {"benchmark": "accuracy", "provenance": provenance(torch.device("cpu"), args.seeds[0], cmd_argv),

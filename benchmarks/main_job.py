@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(Path(tmp) / "s0" / "masks.png", args.figure)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
-    from speed import provenance
+    from provenance import provenance
 
     result = {"benchmark": "main_job", "commit": _commit(), "runs": runs,
               "tolerances": {"top1_points": TOP1_TOL, "mask_std": MASK_STD_TOL},

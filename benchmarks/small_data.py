@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import run_logged  # noqa: E402
-from speed import provenance  # noqa: E402
+from provenance import provenance  # noqa: E402
 
 from automix_lite import TrainConfig, train  # noqa: E402
 

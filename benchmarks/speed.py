@@ -31,11 +31,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import datetime as _dt
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,55 +42,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-import automix_lite
 from automix_lite import MIXERS, AutoMix, Classifier, manifold_forward, mix, mix_loss
+from automix_lite.fast.step import training_step as fast_training_step
+from provenance import provenance  # noqa: E402,F401  (the results files' provenance, shared by every benchmark)
 
 PEERS = ("timm_mixup", "timm_cutmix", "tv_mixup", "tv_cutmix")
 MIXER_TARGET = 1.02  # every hand-crafted mixer: step time <= 1.02 x vanilla
 AUTOMIX_TARGET = 2.9  # AutoMix: step time <= 2.9 x vanilla
-
-
-# ----------------------------------------------------------------------------- provenance
-def _lscpu() -> dict[str, str]:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    info = {}
-    for line in out.splitlines():
-        key, _, value = line.partition(":")
-        info[key.strip()] = value.strip()
-    return info
-
-
-def provenance(device: torch.device, seed: int, argv: list[str] | None = None) -> dict:
-    """Hardware, versions, command, seed and date for a results file."""
-    import timm
-    import torchvision
-
-    cpu = _lscpu()
-    prov = {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python"] + (sys.argv if argv is None else argv)),
-        "seed": seed,
-        "hardware": {
-            "cpu_model": cpu.get("Model name", platform.processor() or "unknown"),
-            "cpu_count_os": os.cpu_count(),
-            "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "lscpu_cpus": cpu.get("CPU(s)"),
-            "threads_per_core": cpu.get("Thread(s) per core"),
-            "torch_threads": torch.get_num_threads(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "device": str(device),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        },
-        "versions": {
-            "python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "timm": timm.__version__, "automix_lite": automix_lite.__version__, "platform": platform.platform(),
-        },
-    }
-    return prov
 
 
 # ----------------------------------------------------------------------------- step functions
@@ -123,7 +78,7 @@ def _amp_dtype(device: torch.device) -> torch.dtype | None:
 
 def make_runner(name: str, model_name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
                 device: torch.device, seed: int, total_steps: int, *, time_mix: bool = True,
-                channels_last: bool = False, automix_kwargs: dict | None = None) -> Runner:
+                channels_last: bool = False, automix_kwargs: dict | None = None, online_pass: str = "auto") -> Runner:
     """Build the model/optimizer for ``name`` and a closure running one full training step.
 
     Args:
@@ -137,13 +92,37 @@ def make_runner(name: str, model_name: str, x: torch.Tensor, y: torch.Tensor, nu
         time_mix: time the mixing call alone (synchronises the device around it; ``False`` on GPUs for
             whole-step timings without extra synchronisations, ``mix_ms`` is then 0).
         channels_last: model and batch in channels-last memory format.
-        automix_kwargs: extra ``AutoMix(...)`` arguments (e.g. ``online_pass="fused"``).
+        automix_kwargs: extra ``AutoMix(...)`` arguments.
+        online_pass: AutoMix's online pass (``automix_lite.fast.step``): "auto", "fused" or "separate".
     """
+    if name not in PEERS and name not in MIXERS and name != "automix":
+        raise ValueError(f"unknown method {name!r}; expected 'automix', one of {sorted(MIXERS)} or {PEERS}")
     torch.manual_seed(seed)
     amp = _amp_dtype(device)
-    sync = _sync if time_mix else (lambda d: None)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    model, opt = _model_and_optimizer(name, model_name, num_classes, device, channels_last, automix_kwargs)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    loss_of = _loss_fn(name, model, x, y, num_classes, total_steps, torch.Generator().manual_seed(seed), device,
+                       time_mix, online_pass)
+
+    def step(i: int) -> float:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss, t_mix = loss_of(i)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        if name == "automix":
+            model.momentum_update(i, total_steps)
+        return t_mix if time_mix else 0.0
+
+    return Runner(name, step, model=model, optimizer=opt)
+
+
+def _model_and_optimizer(name: str, model_name: str, num_classes: int, device: torch.device, channels_last: bool,
+                         automix_kwargs: dict | None):
+    """The model of ``name`` in training mode and its SGD optimizer (AutoMix: the trained groups only)."""
     if name == "automix":
         model = AutoMix(model_name, num_classes, **(automix_kwargs or {})).to(device)
         params = model.online_parameters() + model.mix_block_parameters()
@@ -153,45 +132,35 @@ def make_runner(name: str, model_name: str, x: torch.Tensor, y: torch.Tensor, nu
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
-    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    gen = torch.Generator().manual_seed(seed)
+    return model, torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+
+def _loss_fn(name, model, x, y, num_classes, total_steps, gen, device, time_mix, online_pass):
+    """``loss_of(i) -> (loss, seconds spent mixing)`` for one step of ``name`` (inside the caller's autocast)."""
+    sync = _sync if time_mix else (lambda d: None)
     mixer = _peer_mixer(name, num_classes) if name in PEERS else None
-    if name not in PEERS and name not in MIXERS and name != "automix":
-        raise ValueError(f"unknown method {name!r}; expected 'automix', one of {sorted(MIXERS)} or {PEERS}")
 
-    def step(i: int) -> float:
-        t_mix = 0.0
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            if name == "automix":
-                # check_labels=False as the trainer runs it (it checks the dataset's labels once): no host read
-                loss = model.training_step(x, y, i, total_steps, generator=gen, check_labels=False)["loss"]
-            elif name == "vanilla":
-                loss = F.cross_entropy(model(x).float(), y)
-            elif mixer is not None:  # peer library: soft targets
-                sync(device)
-                t0 = time.perf_counter()
-                xm, soft = mixer(x, y)
-                sync(device)
-                t_mix = time.perf_counter() - t0
-                loss = torch.sum(-soft * F.log_softmax(model(xm).float(), dim=-1), dim=-1).mean()
-            else:
-                sync(device)
-                t0 = time.perf_counter()
-                out = mix(x, y, name, alpha=1.0, generator=gen, check_labels=False)
-                sync(device)
-                t_mix = time.perf_counter() - t0
-                logits = manifold_forward(model, x, out) if name == "manifoldmix" else model(out.images)
-                loss = mix_loss(logits, out, check_labels=False)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        if name == "automix":
-            model.momentum_update(i, total_steps)
-        return t_mix if time_mix else 0.0
+    def timed(fn):
+        sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        sync(device)
+        return out, time.perf_counter() - t0
 
-    return Runner(name, step, model=model, optimizer=opt)
+    def loss_of(i: int):
+        if name == "automix":  # check_labels=False as the trainer runs it (labels checked once): no host read
+            return fast_training_step(model, x, y, i, total_steps, generator=gen, check_labels=False,
+                                      online_pass=online_pass)["loss"], 0.0
+        if name == "vanilla":
+            return F.cross_entropy(model(x).float(), y), 0.0
+        if mixer is not None:  # peer library: soft targets
+            (xm, soft), t_mix = timed(lambda: mixer(x, y))
+            return torch.sum(-soft * F.log_softmax(model(xm).float(), dim=-1), dim=-1).mean(), t_mix
+        out, t_mix = timed(lambda: mix(x, y, name, alpha=1.0, generator=gen, check_labels=False))
+        logits = manifold_forward(model, x, out) if name == "manifoldmix" else model(out.images)
+        return mix_loss(logits, out, check_labels=False), t_mix
+
+    return loss_of
 
 
 def _peer_mixer(name: str, num_classes: int) -> Callable:

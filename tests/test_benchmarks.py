@@ -153,7 +153,7 @@ def test_gpu_records_a_failing_path_and_goes_on(tmp_path, monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(gpu, "make_runner", broken)
+    monkeypatch.setattr(sys.modules["gpu_step"], "make_runner", broken)  # section (a) lives in gpu_step.py
     res = gpu.main(["--device", "cpu", "--quick", "--sections", "step", "--out", str(tmp_path / "res"),
                     "--cache", str(tmp_path / "cache")])
     rows = res["sections"]["step"]["rows"]
@@ -201,12 +201,10 @@ def test_small_data_paired_statistics():
 def test_speed_steps_do_not_read_the_labels_back_like_the_trainer(monkeypatch):
     """The timed eager steps once passed check_labels=True (host reads per step) where train() passes False."""
     speed = _load("speed")
-    from automix_lite import AutoMix
-
     seen = []
-    real_step, real_mix = AutoMix.training_step, speed.mix
-    monkeypatch.setattr(AutoMix, "training_step",
-                        lambda self, *a, **k: seen.append(("automix", k.get("check_labels"))) or real_step(self, *a, **k))
+    real_step, real_mix = speed.fast_training_step, speed.mix
+    monkeypatch.setattr(speed, "fast_training_step",
+                        lambda *a, **k: seen.append(("automix", k.get("check_labels"))) or real_step(*a, **k))
     monkeypatch.setattr(speed, "mix", lambda *a, **k: seen.append(("mix", k.get("check_labels"))) or real_mix(*a, **k))
     x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
     for name in ("automix", "cutmix"):

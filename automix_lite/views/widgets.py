@@ -75,6 +75,47 @@ def _attention(model, xn: torch.Tensor, lam: float, query) -> np.ndarray:
     return (row / row.max().clamp_min(1e-12)).numpy()
 
 
+def _check_explore(images, i, j, lam, method, model) -> None:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a tensor [N, C, H, W] in [0, 1], got "
+                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+    n = images.shape[0]
+    for name, k in (("i", i), ("j", j)):
+        if not isinstance(k, (int, np.integer)) or not 0 <= int(k) < n:
+            raise ValueError(f"{name} must be an image index in [0, {n}), got {k!r}")
+    if not 0.0 <= float(lam) <= 1.0:
+        raise ValueError(f"lam must lie in [0, 1] (weight of image i), got {lam}")
+    methods = explorer_methods()
+    if method not in methods:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(methods)}")
+    if method in AUTOMIX_METHODS and model is None:
+        raise ValueError(f"method {method!r} needs a trained AutoMix: pass model=... "
+                         "(train one with automix_lite.train or load it with from_openmixup)")
+
+
+def _automix_pair(x: torch.Tensor, lam: float, method: str, model, mean, std):
+    """(mixed [C, H, W], own mask [H, W], label λ) of the trained Mix Block for the pair x [2, C, H, W]."""
+    xn = _normalize(x, mean, std)
+    own = model.generate_mask(xn.to(next(model.parameters()).device), lam,
+                              torch.tensor([1, 0]))[:, :1].float().cpu()  # [2, 1, H, W]
+    if method == "automix_adjusted":
+        own = adjust_mask(torch.cat([own, 1 - own], 1), lam)[:, :1]
+    mask = own[0, 0]  # [H, W]
+    return x[0] * mask + x[1] * (1 - mask), mask, lam
+
+
+def _mixer_pair(x: torch.Tensor, lam: float, method: str, seed: int):
+    """(mixed [C, H, W], own mask [H, W], label λ) of a hand-crafted mixer, redrawn until it pairs 0 -> 1."""
+    y = torch.tensor([0, 1])
+    kw = {} if method == "vanilla" else {"lam": lam}
+    for k in range(64):
+        out = mix(x, y, method, generator=torch.Generator().manual_seed(seed + k), **kw)
+        if method == "vanilla" or int(out.perm[0]) == 1:
+            break
+    mask = torch.full(x.shape[-2:], float(out.lam[0])) if out.mask is None else out.mask[0, 0].float()  # [H, W]
+    return out.images[0], mask, float(out.lam[0])
+
+
 def explore(images: torch.Tensor, i: int, j: int, lam: float, method: str, model=None, *,
             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
             query: tuple[float, float] = (0.5, 0.5), seed: int = 0) -> dict[str, np.ndarray]:
@@ -97,45 +138,14 @@ def explore(images: torch.Tensor, i: int, j: int, lam: float, method: str, model
         attention of the query position over the partner's positions; zeros without a model); ``lam`` 0-d: the
         label weight of sample ``i``.
     """
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ValueError(f"images must be a tensor [N, C, H, W] in [0, 1], got "
-                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
-    n = images.shape[0]
-    for name, k in (("i", i), ("j", j)):
-        if not isinstance(k, (int, np.integer)) or not 0 <= int(k) < n:
-            raise ValueError(f"{name} must be an image index in [0, {n}), got {k!r}")
-    if not 0.0 <= float(lam) <= 1.0:
-        raise ValueError(f"lam must lie in [0, 1] (weight of image i), got {lam}")
-    methods = explorer_methods()
-    if method not in methods:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(methods)}")
-    if method in AUTOMIX_METHODS and model is None:
-        raise ValueError(f"method {method!r} needs a trained AutoMix: pass model=... "
-                         "(train one with automix_lite.train or load it with from_openmixup)")
+    _check_explore(images, i, j, lam, method, model)
     lam = float(lam)
     x = images[[int(i), int(j)]].detach().float().cpu()  # [2, C, H, W]: sample, partner
     size = x.shape[-2:]
-
     if method in AUTOMIX_METHODS:
-        xn = _normalize(x, mean, std)
-        own = model.generate_mask(xn.to(next(model.parameters()).device), lam,
-                                  torch.tensor([1, 0]))[:, :1].float().cpu()  # [2, 1, H, W]
-        if method == "automix_adjusted":
-            own = adjust_mask(torch.cat([own, 1 - own], 1), lam)[:, :1]
-        mask = own[0, 0]  # [H, W]
-        mixed = x[0] * mask + x[1] * (1 - mask)  # [C, H, W]
-        label_lam = lam
+        mixed, mask, label_lam = _automix_pair(x, lam, method, model, mean, std)
     else:
-        y = torch.tensor([0, 1])
-        kw = {} if method == "vanilla" else {"lam": lam}
-        for k in range(64):  # redraw until the pairing is sample -> partner (0 -> 1)
-            out = mix(x, y, method, generator=torch.Generator().manual_seed(seed + k), **kw)
-            if method == "vanilla" or int(out.perm[0]) == 1:
-                break
-        mixed = out.images[0]  # [C, H, W]
-        mask = torch.full(size, float(out.lam[0])) if out.mask is None else out.mask[0, 0].float()  # [H, W]
-        label_lam = float(out.lam[0])
-
+        mixed, mask, label_lam = _mixer_pair(x, lam, method, seed)
     if model is not None:
         attention = _attention(model, _normalize(x, mean, std).to(next(model.parameters()).device), lam, query)
     else:
@@ -164,23 +174,8 @@ def build_explorer(images: torch.Tensor, model=None, *, names: Sequence[str] | N
     """
     import ipywidgets as widgets
 
-    n = images.shape[0]
-    if n < 2:
-        raise ValueError(f"the explorer needs at least 2 images, got {n}")
-    names = list(names) if names is not None else [f"image {k}" for k in range(n)]
-    if len(names) != n:
-        raise ValueError(f"names has {len(names)} entries for {n} images")
-    if methods is None:
-        methods = [m for m in explorer_methods() if model is not None or m not in AUTOMIX_METHODS]
-    options = list(zip(names, range(n)))
-    controls = {
-        "i": widgets.Dropdown(options=options, value=0, description="sample"),
-        "j": widgets.Dropdown(options=options, value=1, description="partner"),
-        "lam": widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="λ"),
-        "method": widgets.Dropdown(options=list(methods), value=list(methods)[0], description="method"),
-        "qy": widgets.IntSlider(value=50, min=0, max=99, description="query row %"),
-        "qx": widgets.IntSlider(value=50, min=0, max=99, description="query col %"),
-    }
+    names, methods = _explorer_choices(images, model, names, methods)
+    controls = _explorer_controls(widgets, names, methods)
     state = {"result": None, "error": None}
 
     def update(i, j, lam, method, qy, qx):
@@ -192,19 +187,7 @@ def build_explorer(images: torch.Tensor, model=None, *, names: Sequence[str] | N
             return
         state["result"], state["error"] = res, None
         if show:
-            import matplotlib.pyplot as plt
-            from IPython.display import display
-
-            from .viz import plot_panels
-
-            panels = {"sample": images[i], "partner": images[j],
-                      f"{method} (label λ={float(res['lam']):.2f})": res["mixed"],
-                      f"mask (own area {res['mask'].mean():.2f})": res["mask"]}
-            if model is not None:
-                panels["Mix Block attention"] = res["attention"]
-            fig = plot_panels(panels, cmaps={"Mix Block attention": "magma"})
-            display(fig)
-            plt.close(fig)
+            _show_result(images, i, j, method, res, with_attention=model is not None)
 
     out = widgets.interactive_output(update, controls)
     row1 = widgets.HBox([controls["i"], controls["j"], controls["method"]])
@@ -212,3 +195,46 @@ def build_explorer(images: torch.Tensor, model=None, *, names: Sequence[str] | N
     box = widgets.VBox([row1, row2, out])
     box.controls, box.state = controls, state
     return box
+
+
+def _explorer_choices(images: torch.Tensor, model, names, methods) -> tuple[list[str], list[str]]:
+    """The image names and the methods the explorer offers (checked)."""
+    n = images.shape[0]
+    if n < 2:
+        raise ValueError(f"the explorer needs at least 2 images, got {n}")
+    names = list(names) if names is not None else [f"image {k}" for k in range(n)]
+    if len(names) != n:
+        raise ValueError(f"names has {len(names)} entries for {n} images")
+    if methods is None:
+        methods = [m for m in explorer_methods() if model is not None or m not in AUTOMIX_METHODS]
+    return names, list(methods)
+
+
+def _explorer_controls(widgets, names: list[str], methods: list[str]) -> dict:
+    """name -> widget: ``i j lam method qy qx``."""
+    options = list(zip(names, range(len(names))))
+    return {
+        "i": widgets.Dropdown(options=options, value=0, description="sample"),
+        "j": widgets.Dropdown(options=options, value=1, description="partner"),
+        "lam": widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="λ"),
+        "method": widgets.Dropdown(options=methods, value=methods[0], description="method"),
+        "qy": widgets.IntSlider(value=50, min=0, max=99, description="query row %"),
+        "qx": widgets.IntSlider(value=50, min=0, max=99, description="query col %"),
+    }
+
+
+def _show_result(images: torch.Tensor, i: int, j: int, method: str, res: dict, with_attention: bool) -> None:
+    """Draw one explorer result (sample, partner, mix, mask, attention) into the output area."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    from .viz import plot_panels
+
+    panels = {"sample": images[i], "partner": images[j],
+              f"{method} (label λ={float(res['lam']):.2f})": res["mixed"],
+              f"mask (own area {res['mask'].mean():.2f})": res["mask"]}
+    if with_attention:
+        panels["Mix Block attention"] = res["attention"]
+    fig = plot_panels(panels, cmaps={"Mix Block attention": "magma"})
+    display(fig)
+    plt.close(fig)
