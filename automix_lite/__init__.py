@@ -3,7 +3,7 @@
 The public API (see ``docs/README.md#public-api``): mixing (``mix``, ``MixOutput``, ``mix_loss``, ``MIXERS``),
 the Mix Block (``MixBlock``, ``mask_loss``), ``AutoMix``, backbones, ``TrainConfig`` + ``train``.
 """
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401
 
 from . import _omp  # noqa: I001 - first, before anything imports torch (OpenMP reads its wait policy at load)
 

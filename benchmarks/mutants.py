@@ -26,31 +26,36 @@ REPO = Path(__file__).resolve().parents[1]
 @dataclass(frozen=True)
 class Mutant:
     name: str
-    path: str  # file in automix_lite/
+    path: str  # file under automix_lite/
     old: str  # exact text, present once
     new: str
     tests: tuple[str, ...]  # test files (or node ids) that should kill it
 
 
 MUTANTS = (
-    Mutant("auto_pass_fused_on_cpu", "automix.py",
-           'self.online_pass == "auto" and x.device.type == "cuda"', 'self.online_pass == "auto"',
-           ("tests/test_mutants.py", "tests/test_fused.py")),
-    Mutant("ensemble_raw_logits", "automix.py", "o.float().pow(2)", "o.float()",
+    Mutant("auto_pass_fused_on_cpu", "fast/step.py",
+           'online_pass == "fused" or (online_pass == "auto" and torch.device(device).type == "cuda")',
+           'online_pass in ("fused", "auto")', ("tests/test_mutants.py", "tests/test_fused.py")),
+    Mutant("ensemble_raw_logits", "core/automix.py", "o.float().pow(2)", "o.float()",
            ("tests/test_mutants.py", "tests/test_automix.py")),
-    Mutant("mix_block_skips_att_norm", "mixblock.py", "return self.norm(self.conv(x))", "return self.conv(x)",
+    Mutant("mix_block_skips_att_norm", "core/mixblock.py", "return self.norm(self.conv(x))", "return self.conv(x)",
            ("tests/test_mutants.py", "tests/test_mixblock.py")),
-    Mutant("mask_not_detached_for_online", "automix.py", "mask_bb = self.mix_block(z, lam_bb, perm_bb, size).detach()",
-           "mask_bb = self.mix_block(z, lam_bb, perm_bb, size)",
-           ("tests/test_automix.py",)),
-    Mutant("lam_margin_ignored", "automix.py", "mask_bb = torch.where(dd.flags[0], plain, mask_bb)",
+    Mutant("core_mask_not_detached_for_online", "core/automix.py",
+           "mask_bb = self.mix_block(z, d.lam_bb, perm_bb, size).detach()",
+           "mask_bb = self.mix_block(z, d.lam_bb, perm_bb, size)", ("tests/test_automix.py",)),
+    Mutant("fast_mask_not_detached_for_online", "fast/step.py",
+           "mask_bb = model.mix_block(z, lam_bb, perm_bb, size).detach()",
+           "mask_bb = model.mix_block(z, lam_bb, perm_bb, size)", ("tests/test_automix.py",)),
+    Mutant("core_lam_margin_ignored", "core/automix.py", "if d.fallback:", "if False:", ("tests/test_automix.py",)),
+    Mutant("fast_lam_margin_ignored", "fast/step.py", "mask_bb = torch.where(dd.flags[0], plain, mask_bb)",
            "mask_bb = mask_bb", ("tests/test_automix.py",)),
-    Mutant("ema_wrong_direction", "automix.py", "_ema_([p.data for p in k.parameters()], [p.data for p in q.parameters()], m)",
-           "_ema_([p.data for p in k.parameters()], [p.data for p in q.parameters()], 1 - m)",
+    Mutant("ema_wrong_direction", "core/automix.py", "ema_(*ema_tensors(self), m)", "ema_(*ema_tensors(self), 1 - m)",
            ("tests/test_automix.py",)),
-    Mutant("mixup_partner_weight", "mixing.py", "return (xf * m + xf[perm] * (1 - m)).to(x.dtype)",
+    Mutant("graphed_ema_wrong_direction", "fast/graphed.py", '_ema_tensor_(*ema_tensors(self.model), s["ema"])',
+           '_ema_tensor_(*ema_tensors(self.model), s["ema"].flip(0))', ("tests/test_graphed.py",)),
+    Mutant("mixup_partner_weight", "core/mixing.py", "return (xf * m + xf[perm] * (1 - m)).to(x.dtype)",
            "return (xf * m + xf[perm] * m).to(x.dtype)", ("tests/test_mixing.py",)),
-    Mutant("soft_targets_unsmoothed", "mixing.py", "return t * (1 - smoothing) + smoothing / num_classes",
+    Mutant("soft_targets_unsmoothed", "core/mixing.py", "return t * (1 - smoothing) + smoothing / num_classes",
            "return t", ("tests/test_transforms.py", "tests/test_mixing.py")),
 )
 
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     chosen = [m for m in MUTANTS if args.only is None or m.name in args.only]
     # control: the same tests on the unchanged copy must pass, or "killed" would mean nothing
-    control = run_mutant(Mutant("control (no change)", "automix.py", "", "",
+    control = run_mutant(Mutant("control (no change)", "core/automix.py", "", "",
                                 tuple(dict.fromkeys(t for m in chosen for t in m.tests))), args.timeout)
     print(f"{'control (no change)':32s} {'passes' if control['result'] == 'SURVIVED' else 'FAILS: ' + control['summary']}")
     if control["result"] != "SURVIVED":

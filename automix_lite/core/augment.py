@@ -5,18 +5,15 @@ Paper: AutoMix (arXiv:2103.13027); OpenMixup ``MixUpClassification`` with ``mix_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
+import torch.nn as nn
 
 from .checks import check_batch
 from .masks import _to_device
 from .mixblock import adjust_mask
 from .mixing import MixOutput, mix_images
 from .sampling import sample_lam, sample_perm
-
-if TYPE_CHECKING:
-    from .automix import AutoMix
 
 __all__ = ["AutoMixAugment"]
 
@@ -35,7 +32,7 @@ class AutoMixAugment:
         adjust: rescale each mask so its own-sample area equals λ exactly.
     """
 
-    model: "AutoMix"
+    model: nn.Module  # a trained AutoMix (not imported here: automix.py builds this mixer in as_mixer)
     adjust: bool = False
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, *, alpha: float | None = None,

@@ -57,7 +57,7 @@ from .models import (LinearHead, check_image_size, create_backbone, default_feat
 from .schedules import ema_, mask_loss_weight_at, momentum_at
 
 __all__ = ["AutoMix", "AutoMixAugment", "StepDraws", "momentum_at", "mask_loss_weight_at", "HEADS", "mixed_ce",
-           "draw_pairing"]
+           "draw_pairing", "ema_tensors"]
 
 HEADS = ("one_k", "mix_k", "one_q", "mix_q")
 
@@ -143,6 +143,21 @@ class StepDraws:
                 "mb_trained": torch.tensor(float(self.train_mb))}
 
 
+def ema_tensors(model: "AutoMix") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(targets, sources) of the EMA θ_k ← m·θ_k + (1 − m)·θ_q: the momentum network's parameters (and, with
+    ``ema_bn_buffers``, its float buffers) and the online ones they follow, in the same order."""
+    targets, sources = [], []
+    for q, k in ((model.backbone_q, model.backbone_k), (model.head_one_q, model.head_one_k),
+                 (model.head_mix_q, model.head_mix_k)):
+        targets += [p.data for p in k.parameters()]
+        sources += [p.data for p in q.parameters()]
+        if model.ema_bn_buffers:
+            bufs = [(bk, bq) for bk, bq in zip(k.buffers(), q.buffers()) if bk.is_floating_point()]
+            targets += [b[0] for b in bufs]
+            sources += [b[1] for b in bufs]
+    return targets, sources
+
+
 def _check_options(num_classes, alpha, momentum, end_momentum, momentum_features) -> None:
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
@@ -166,12 +181,10 @@ class AutoMix(nn.Module):
         momentum: base EMA momentum m0 (0.999). ``momentum == 1`` disables the EMA (values above 1 are refused).
         end_momentum: final momentum of the cosine schedule (0.999999 CIFAR/Tiny, 0.99999 ImageNet).
         momentum_scope: fraction of training during which the momentum stays at m0 (0.1; ViTs 0.25).
-        mask_loss_weight: weight of the mask loss (0.1).
-        mask_loss_mode / mask_loss_margin: see ``mixblock.mask_loss`` ("L1", 0.1).
-        mask_loss_schedule: "constant", "cosine" or "upstream" (see ``mask_loss_weight_at``).
+        mask_loss_weight, mask_loss_mode, mask_loss_margin, mask_loss_schedule: the mask loss (0.1, "L1", 0.1;
+            ``mixblock.mask_loss``) and its weight's schedule ("constant", "cosine", "upstream").
         lam_margin: if min(λ_bb, 1-λ_bb) <= margin the backbone step uses plain MixUp (0.08; < 0 disables).
-        lam_concat: feed λ to the Mix Block (ImageNet recipes).
-        reduction, use_scale, upsample, att_norm: Mix Block options.
+        lam_concat, reduction, use_scale, upsample, att_norm: Mix Block options (``lam_concat``: ImageNet).
         mask_adjust: probability of rescaling ``mask_bb`` so its per-sample own area equals λ_bb (0).
         switch_off: ViT knob (0.8 there): the probability that the momentum network judges the Mix Block's
             mix in a step (0 = always); on the other steps only the mask loss trains the Mix Block.
@@ -182,8 +195,7 @@ class AutoMix(nn.Module):
             so its BatchNorm layers after the feature stage update twice per step. "early_stop": stop at the
             feature stage (faster; same losses, gradients and parameters, but those BatchNorm running statistics
             and so the eval logits of the ``one_k`` / ``mix_k`` heads change; docs/algorithm.md#options).
-        in_chans: image channels.
-        **backbone_kwargs: passed to ``create_backbone`` (e.g. ``img_size=32`` for a ViT).
+        in_chans: image channels. **backbone_kwargs: passed to ``create_backbone`` (e.g. ``img_size=32`` for a ViT).
     """
 
     def __init__(self, backbone: str | nn.Module, num_classes: int, *, feature_stage: int | None = None,
@@ -226,20 +238,6 @@ class AutoMix(nn.Module):
     def mix_block_parameters(self) -> list[nn.Parameter]:
         """Parameters of the Mix Block (may get their own learning-rate schedule)."""
         return [p for p in self.mix_block.parameters() if p.requires_grad]
-
-    def ema_tensors(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(targets, sources) of the EMA: the momentum network's parameters (and, with ``ema_bn_buffers``, its
-        float buffers) and the online ones they follow, in the same order."""
-        targets, sources = [], []
-        for q, k in ((self.backbone_q, self.backbone_k), (self.head_one_q, self.head_one_k),
-                     (self.head_mix_q, self.head_mix_k)):
-            targets += [p.data for p in k.parameters()]
-            sources += [p.data for p in q.parameters()]
-            if self.ema_bn_buffers:
-                bufs = [(bk, bq) for bk, bq in zip(k.buffers(), q.buffers()) if bk.is_floating_point()]
-                targets += [b[0] for b in bufs]
-                sources += [b[1] for b in bufs]
-        return targets, sources
 
     # ------------------------------------------------------------------ random draws (host side)
     def draw(self, n: int, generator: torch.Generator | None = None) -> StepDraws:
@@ -336,7 +334,7 @@ class AutoMix(nn.Module):
         m = self.momentum_at(step, total_steps)
         if self.momentum >= 1:
             return 1.0
-        ema_(*self.ema_tensors(), m)
+        ema_(*ema_tensors(self), m)
         return m
 
     # ------------------------------------------------------------------ inference

@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core.automix import AutoMix
+from ..core.automix import AutoMix, ema_tensors
 from ..core.mixing import MIXERS, MixOutput, mix, mix_loss
 from ..core.schedules import mask_loss_weight_at
 from .step import DeviceDraws, host_tensors, step_losses, uses_fused
@@ -170,7 +170,7 @@ class GraphedStep:
         out["loss"].backward()
         self.optimizer.step()
         if self.method == "automix" and self.model.momentum < 1:
-            _ema_tensor_(*self.model.ema_tensors(), s["ema"])
+            _ema_tensor_(*ema_tensors(self.model), s["ema"])
         return {k: v.detach() for k, v in out.items() if torch.is_tensor(v)}
 
     def _hyperparameters(self) -> tuple:

@@ -201,7 +201,7 @@ def set_aside_previous_run(out: Path) -> None:
 def versions_info() -> dict[str, str]:
     import timm
 
-    from .. import __version__
+    from .._version import __version__
 
     return {"automix_lite": __version__, "torch": str(torch.__version__), "timm": str(timm.__version__),
             "numpy": np.__version__, "python": platform.python_version()}
