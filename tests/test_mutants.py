@@ -60,11 +60,13 @@ def test_att_norm_is_applied_to_queries_and_keys(att_norm, norm_type):
 def test_every_named_mutant_still_applies_once():
     """benchmarks/mutants.py would report "NOT APPLIED" after a refactor moved the code it mutates."""
     import importlib.util
+    import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location("bench_mutants", root / "benchmarks" / "mutants.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclass looks the module up
     spec.loader.exec_module(mod)
     counts = {m.name: (root / "automix_lite" / m.path).read_text().count(m.old) for m in mod.MUTANTS}
     assert counts and all(n == 1 for n in counts.values()), counts
