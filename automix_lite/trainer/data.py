@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .config import TrainConfig
+from .fastpaths import check_device_images, fallback_warning
 from .sources import _generator, _transforms, digits_datasets, fashion_datasets, file_datasets, read_idx  # noqa: F401
 from .datasets import (FakeImageDataset, InMemoryImageDataset, LabelledView, _FileListDataset, _subset,  # noqa: F401
                        _targets, corrupt_labels, decoded_nbytes, device_images)
@@ -58,6 +59,7 @@ class DatasetInfo:
         in_chans, img_size: shape of one image tensor, ``[in_chans, img_size, img_size]``.
         mean, std: per-channel normalisation (length ``in_chans``); see ``denormalize``.
         class_names: one name per class index.
+        data_on_device: where ``build_loaders`` put the decoded data: "on", or "off: why" (``fast_paths``).
     """
 
     num_classes: int
@@ -66,6 +68,7 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: list[str]
+    data_on_device: str = "off"
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -184,21 +187,34 @@ def default_device(cfg: TrainConfig) -> torch.device:
 
 def _device_loaders(cfg: TrainConfig, train_ds: Dataset, val_ds: Dataset, info: DatasetInfo, device: torch.device,
                     batch: int, train_sampler: Sampler, val_sampler: Sampler | None, generator: torch.Generator):
-    """(train, val) ``DeviceLoader``s when ``cfg.data_on_device`` asks for them and the pipeline has an exact
-    on-device equivalent, else None (``True`` raises instead of falling back)."""
+    """((train, val) ``DeviceLoader``s or None, the ``fast_paths`` entry). ``data_on_device=True`` raises on any
+    failure; ``'auto'`` falls back to the ``DataLoader`` (with one warning) when decoding fails, runs out of
+    memory, or the first validation images differ from the dataset's (``fastpaths.check_device_images``)."""
     from ..fast import device_data as dd
 
     try:
         if not dd.wanted(cfg.data_on_device, device, lambda: decoded_nbytes(train_ds) + decoded_nbytes(val_ds)):
-            return None
+            return None, f"off: data_on_device={cfg.data_on_device!r} on {device.type}"
         train_data = device_images(train_ds, device, info.in_chans)
         val_data = device_images(val_ds, device, info.in_chans)
+        reason = None if cfg.data_on_device is True else check_device_images(val_data, val_ds)
     except dd.UnsupportedPipeline as e:
         if cfg.data_on_device is True:
             raise ValueError(f"data_on_device=True: {e}. Use data_on_device='auto' or False.") from e
-        return None
+        return None, f"off: {e}"
+    except Exception as e:  # noqa: BLE001 - out of memory while decoding, or any other failure of the fast path
+        if cfg.data_on_device is True:
+            raise
+        reason = f"{type(e).__name__}: {e}"
+    if reason is not None:
+        train_data = val_data = None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        fallback_warning("data on the device (data_on_device='auto')", reason, "data_on_device=True")
+        return None, f"off: check failed ({reason})"
     return (dd.DeviceLoader(train_data, batch, sampler=train_sampler, drop_last=True, generator=generator),
-            dd.DeviceLoader(val_data, batch, sampler=val_sampler, drop_last=False))
+            dd.DeviceLoader(val_data, batch, sampler=val_sampler, drop_last=False)), (
+        "on" if cfg.data_on_device is True else "on (checked against the dataset)")
 
 
 def build_loaders(cfg: TrainConfig, *, distributed: bool = False, rank: int = 0, world_size: int = 1,
@@ -226,7 +242,8 @@ def build_loaders(cfg: TrainConfig, *, distributed: bool = False, rank: int = 0,
     train_sampler = ResumableSampler(train_ds, num_replicas=world_size if distributed else 1,
                                      rank=rank if distributed else 0, seed=cfg.seed)
     device = default_device(cfg) if device is None else torch.device(device)
-    loaders = _device_loaders(cfg, train_ds, val_ds, info, device, batch, train_sampler, val_sampler, generator)
+    loaders, info.data_on_device = _device_loaders(cfg, train_ds, val_ds, info, device, batch, train_sampler,
+                                                   val_sampler, generator)
     if loaders is None:
         common = dict(num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
                       pin_memory=torch.cuda.is_available() and cfg.device != "cpu")

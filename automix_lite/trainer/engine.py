@@ -84,18 +84,20 @@ class StepModule(nn.Module):
     the permutation of the batch's mix (None for vanilla).
 
     ``check_labels``: range-check each batch's labels (a read of the device); the trainer turns it off once it
-    has checked the whole dataset's labels (``run.check_labels``)."""
+    has checked the whole dataset's labels (``run.check_labels``). ``online_pass``: what the fast-path check
+    chose (``fastpaths.choose_online_pass``; default ``cfg.online_pass``)."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, check_labels: bool = True):
+    def __init__(self, model: nn.Module, cfg: TrainConfig, check_labels: bool = True, online_pass: str | None = None):
         super().__init__()
         self.model, self.cfg, self.check_labels = model, cfg, check_labels
+        self.online_pass = cfg.online_pass if online_pass is None else online_pass  # after the fast-path check
 
     def forward(self, x, y, step: int, total_steps: int, generator: torch.Generator):
         check = self.check_labels
         if isinstance(self.model, AutoMix):
-            if uses_fused(self.cfg.online_pass, x.device):  # the fused online pass (fast.step), same draws
+            if uses_fused(self.online_pass, x.device):  # the fused online pass (fast.step), same draws
                 out = fast_training_step(self.model, x, y, step, total_steps, generator=generator,
-                                         check_labels=check, online_pass=self.cfg.online_pass)
+                                         check_labels=check, online_pass=self.online_pass)
             else:  # the readable step of core.automix
                 out = self.model.training_step(x, y, step, total_steps, generator=generator, check_labels=check)
             return out, out["mask_mb"], out["perm_mb"]

@@ -234,7 +234,7 @@ def finish(run: Run, wall_time_s: float) -> dict[str, Any]:
     cfg = run.cfg
     metrics = {"config": cfg.to_dict(), "history": run.history, "nonfinite_total": run.nonfinite_total,
                "wall_time_s": wall_time_s, "environment": environment_info(run.device, run.world_size),
-               "method": cfg.method, "num_classes": run.num_classes,
+               "method": cfg.method, "num_classes": run.num_classes, "fast_paths": run.fast_paths,
                **summarize(run.history, head_names(run.model), cfg.median_last_k)}
     metrics["diagnostics"] = diagnose(run.model, run.history, run.val_loader, run.device)  # masks.png std, drops
     if run.rank == 0:

@@ -20,7 +20,8 @@ from ..core.checks import check_label_range
 from .checkpoint import (environment_info, find_resume_checkpoint, load_checkpoint, rng_state,
                          save_checkpoint, set_aside_previous_run, set_rng_state, versions_info)
 from .config import TrainConfig
-from .data import build_loaders
+from .fastpaths import choose_online_pass
+from .data import build_loaders, per_rank_batch_size
 from .engine import (StepModule, build_model, check_compatible, param_groups)
 from ..fast.runtime import read_scalars, resolve_amp, seed_everything
 
@@ -73,6 +74,7 @@ class Run:
     torn: bool = False  # a KeyboardInterrupt now would leave a half-updated model: write no checkpoint
     buffers: list[torch.Tensor] = field(default_factory=list)  # BN statistics, restored when a step is skipped
     saved_buffers: list[torch.Tensor] = field(default_factory=list)
+    fast_paths: dict[str, str] = field(default_factory=dict)  # name -> "on ..." / "off: why" (metrics.json)
 
     @property
     def distributed(self) -> bool:
@@ -112,7 +114,8 @@ def setup_run(cfg: TrainConfig, device: torch.device, rank: int, world_size: int
         restore(run, resume_path)
     if rank == 0:
         _start_run_folder(run, resume_path)
-    run.runner = StepModule(model, cfg, check_labels=not run.labels_checked)
+    online_pass = _choose_fast_paths(run)
+    run.runner = StepModule(model, cfg, check_labels=not run.labels_checked, online_pass=online_pass)
     if run.distributed:
         run.runner = nn.parallel.DistributedDataParallel(
             run.runner, device_ids=[device.index] if device.type == "cuda" else None,
@@ -123,11 +126,25 @@ def setup_run(cfg: TrainConfig, device: torch.device, rank: int, world_size: int
     run.buffers = list(model.buffers())
     run.saved_buffers = [b.clone() for b in run.buffers]
     if cfg.cuda_graph:
-        run.graphed = make_graphed_step(run)
+        run.graphed = make_graphed_step(run, online_pass)
+    run.fast_paths["cuda_graph"] = "on" if run.graphed is not None else "off: cuda_graph=False"
+    if rank == 0:
+        print("[automix_lite] fast paths: " + "; ".join(f"{k} {v}" for k, v in run.fast_paths.items()), flush=True)
     return run
 
 
-def make_graphed_step(run: Run):
+def _choose_fast_paths(run: Run) -> str:
+    """Record what the loaders chose and check the fused online pass ("auto" on CUDA); returns the online pass."""
+    info, cfg = run.info, run.cfg
+    run.fast_paths["data_on_device"] = info.data_on_device
+    run.fast_paths["amp"] = str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off (float32)"
+    batch = per_rank_batch_size(cfg.batch_size, run.world_size)
+    online_pass, run.fast_paths["online_pass"] = choose_online_pass(
+        cfg.online_pass, run.model, run.device, (info.in_chans, info.img_size, info.img_size), batch, run.amp_dtype)
+    return online_pass
+
+
+def make_graphed_step(run: Run, online_pass: str = "separate"):
     """``cfg.cuda_graph``: forward, backward, optimizer step and EMA of AutoMix as one CUDA graph on CUDA (its
     eager twin, the same code and numbers, on other devices). Refuses what the graph cannot do."""
     from ..fast.graphed import GraphedStep
@@ -139,7 +156,7 @@ def make_graphed_step(run: Run):
                          "on this GPU (compute capability < 8); set amp='off' or cuda_graph=False.")
     return GraphedStep(run.model, run.optimizer, total_steps=run.total_steps, method=run.cfg.method,
                        alpha=run.cfg.alpha, smoothing=run.cfg.smoothing, amp_dtype=run.amp_dtype,
-                       online_pass=run.cfg.online_pass)
+                       online_pass=online_pass)
 
 
 def check_labels(dataset, num_classes: int, split: str) -> bool:

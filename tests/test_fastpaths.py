@@ -1,0 +1,124 @@
+"""Fast paths chosen by "auto" prove themselves on first use or step aside (issue 21), tested on the CPU by
+injecting failures: ``train()`` finishes, warns once, records the fallback in ``metrics.json``, and its results
+equal a run that never tried the fast path."""
+import contextlib
+import json
+import warnings
+
+import pytest
+import torch
+from conftest import StepLosses, fake_config, pairs
+
+import automix_lite.fast.step as fast_step
+import automix_lite.trainer.data as data_mod
+import automix_lite.trainer.fastpaths as fastpaths
+from automix_lite import AutoMix, train
+from automix_lite.fast import device_data as dd
+
+
+@pytest.fixture
+def fused_is_auto(monkeypatch):
+    """Make "auto" pick the fused online pass on the CPU, as it does on CUDA."""
+    monkeypatch.setattr(fastpaths, "uses_fused", lambda mode, device: mode in ("auto", "fused"))
+
+
+def _no_split(*a, **k):
+    return contextlib.nullcontext()  # BatchNorm then pools the statistics of the 2N batch: wrong numbers
+
+
+def _raise(*a, **k):
+    raise RuntimeError("CUDA error: an illegal memory access was encountered (simulated)")
+
+
+def _run(tmp_path, name, **kw):
+    rec = StepLosses()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(fake_config(tmp_path, name, epochs=2, **kw), callbacks=[rec], figures=False, progress="off")
+    fast_warnings = [w for w in caught if issubclass(w.category, fastpaths.FastPathWarning)]
+    return rec.rows, result.metrics, fast_warnings
+
+
+def _same(a: dict, b: dict) -> None:
+    for (sa, ra), (sb, rb) in pairs(sorted(a.items()), sorted(b.items())):
+        assert sa == sb and ra == rb, (sa, ra, rb)
+
+
+def test_the_check_passes_a_sound_fused_pass_and_catches_pooled_statistics(monkeypatch):
+    torch.manual_seed(0)
+    model = AutoMix("resnet_tiny_cifar", 4)
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 4, (8,))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert fastpaths.check_fused_pass(model, x, y) is None
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # the run's model untouched
+    assert torch.equal(rng, torch.get_rng_state())  # and the run's random stream
+    monkeypatch.setattr(fast_step, "per_part_batchnorm", _no_split)
+    reason = fastpaths.check_fused_pass(model, x, y)
+    assert reason is not None and "differ" in reason
+
+
+@pytest.mark.parametrize("inject", ["raises", "wrong_numbers"])
+def test_a_broken_auto_fused_pass_falls_back_with_one_warning_and_equal_results(tmp_path, monkeypatch, fused_is_auto,
+                                                                                 inject):
+    plain, plain_metrics, none = _run(tmp_path, "separate", online_pass="separate")
+    assert none == [] and plain_metrics["fast_paths"]["online_pass"] == "off: online_pass='separate'"
+    if inject == "raises":
+        real = fast_step.online_features
+        monkeypatch.setattr(fast_step, "online_features",
+                            lambda m, x, xb, fused: _raise() if fused else real(m, x, xb, fused))
+    else:
+        monkeypatch.setattr(fast_step, "per_part_batchnorm", _no_split)
+    rows, metrics, caught = _run(tmp_path, "auto", online_pass="auto")
+    assert len(caught) == 1 and "online_pass='fused'" in str(caught[0].message)  # how to force it
+    assert metrics["fast_paths"]["online_pass"].startswith("off: check failed")
+    _same(rows, plain)  # every step of the run equals the run that never tried the fused pass
+    on_disk = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    assert on_disk["fast_paths"] == metrics["fast_paths"]
+
+
+def test_a_sound_auto_fused_pass_is_used_and_recorded(tmp_path, fused_is_auto, capsys):
+    rows, metrics, caught = _run(tmp_path, "auto", online_pass="auto")
+    assert caught == [] and metrics["fast_paths"]["online_pass"].startswith("on (checked")
+    assert "[automix_lite] fast paths: " in capsys.readouterr().out
+
+
+def test_an_explicit_fused_pass_is_not_checked_and_raises(tmp_path, monkeypatch):
+    monkeypatch.setattr(fast_step, "online_features", _raise)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(fake_config(tmp_path, online_pass="fused"), figures=False, progress="off")
+
+
+def _device_data_wanted(monkeypatch):
+    monkeypatch.setattr(dd, "wanted", lambda setting, device, nbytes: setting in (True, "auto"))
+
+
+@pytest.mark.parametrize("inject", ["out_of_memory", "wrong_pixels"])
+def test_auto_data_on_device_falls_back_to_the_dataloader(tmp_path, monkeypatch, inject):
+    loader, loader_metrics, _ = _run(tmp_path, "loader", data_on_device=False)
+    _device_data_wanted(monkeypatch)
+    if inject == "out_of_memory":
+        def oom(*a, **k):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        monkeypatch.setattr(data_mod, "device_images", oom)
+    else:
+        real = dd.DeviceImages.batch
+        monkeypatch.setattr(dd.DeviceImages, "batch", lambda self, i, p: real(self, i, p) + 0.1)
+    rows, metrics, caught = _run(tmp_path, "auto", data_on_device="auto")
+    assert len(caught) == 1 and "data_on_device=True" in str(caught[0].message)
+    assert metrics["fast_paths"]["data_on_device"].startswith("off: check failed")
+    _same(rows, loader)
+
+
+def test_auto_data_on_device_that_passes_its_check_is_used(tmp_path, monkeypatch):
+    _device_data_wanted(monkeypatch)
+    _, metrics, caught = _run(tmp_path, "auto", data_on_device="auto")
+    assert caught == [] and metrics["fast_paths"]["data_on_device"] == "on (checked against the dataset)"
+
+
+def test_explicit_data_on_device_raises_when_decoding_runs_out_of_memory(tmp_path, monkeypatch):
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+    monkeypatch.setattr(data_mod, "device_images", oom)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        train(fake_config(tmp_path, data_on_device=True), figures=False, progress="off")
