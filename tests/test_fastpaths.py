@@ -122,3 +122,32 @@ def test_explicit_data_on_device_raises_when_decoding_runs_out_of_memory(tmp_pat
     monkeypatch.setattr(data_mod, "device_images", oom)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         train(fake_config(tmp_path, data_on_device=True), figures=False, progress="off")
+
+
+def test_layers_the_fused_pass_cannot_split_turn_auto_off_and_refuse_fused(fused_is_auto):
+    model = AutoMix("resnet_tiny_cifar", 4)
+    assert fastpaths.choose_online_pass("auto", model, torch.device("cpu"), (3, 16, 16), 4)[0] == "fused"
+    model.backbone_q.extra_norm = torch.nn.InstanceNorm2d(8, track_running_stats=True)  # pools running stats
+    mode, status = fastpaths.choose_online_pass("auto", model, torch.device("cpu"), (3, 16, 16), 4)
+    assert mode == "separate" and "extra_norm: InstanceNorm2d" in status
+    with pytest.raises(ValueError, match="cannot split"):
+        fastpaths.choose_online_pass("fused", model, torch.device("cpu"), (3, 16, 16), 4)
+
+
+def test_graph_blockers_and_the_per_step_recapture_warning():
+    from automix_lite.fast.graphed import GraphedStep, graph_blockers
+
+    model = AutoMix("resnet_tiny_cifar", 4)
+    assert graph_blockers(model) == []
+    model.backbone_q.bn1.momentum = None  # a cumulative average: reads num_batches_tracked on the host
+    assert graph_blockers(model) == ["backbone_q.bn1: BatchNorm2d(momentum=None) (a cumulative average reads "
+                                     "num_batches_tracked on the host; give it a momentum)"]
+    step = GraphedStep(model, torch.optim.SGD(model.online_parameters(), lr=0.1), total_steps=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for call in (1, 3, 5, 6, 7):  # changes with gaps: a per-epoch schedule
+            step.calls = call
+            step._note_recapture()
+    with pytest.warns(RuntimeWarning, match="changed on every one of the last 4 steps"):
+        step.calls = 8  # 5, 6, 7, 8: four consecutive changes
+        step._note_recapture()

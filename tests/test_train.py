@@ -336,5 +336,20 @@ def test_cuda_graph_refusals():
             TrainConfig.preset("quick", cuda_graph=True, **kw)
     with pytest.raises(ValueError, match="no DDP"):
         make_graphed_step(SimpleNamespace(distributed=True, amp_dtype=None))
-    with pytest.raises(ValueError, match="amp resolved to fp16"):
-        make_graphed_step(SimpleNamespace(distributed=False, amp_dtype=torch.float16))
+    with pytest.warns(RuntimeWarning, match="cuda_graph=True skipped"):  # a T4 under amp='auto': fp16 eager
+        graphed, status = make_graphed_step(SimpleNamespace(distributed=False, amp_dtype=torch.float16))
+    assert graphed is None and status.startswith("off: amp='auto' resolved to fp16")
+
+
+def test_amp_policy_by_bf16_tensor_cores():
+    """A T4 (no bf16 tensor cores) gets fp16 under 'auto' and a clear refusal for 'bf16'; Ampere+ gets bf16."""
+    from automix_lite.fast.runtime import bf16_native
+
+    gpu = torch.device("cuda", 0)  # a device object only: bf16_ok stands in for the device query
+    assert resolve_amp("auto", gpu, bf16_ok=True) == torch.bfloat16
+    assert resolve_amp("auto", gpu, bf16_ok=False) == torch.float16
+    assert resolve_amp("fp16", gpu, bf16_ok=True) == torch.float16
+    assert resolve_amp("bf16", gpu, bf16_ok=True) == torch.bfloat16
+    with pytest.raises(ValueError, match="without bf16 tensor cores"):
+        resolve_amp("bf16", gpu, bf16_ok=False)
+    assert resolve_amp("off", gpu, bf16_ok=True) is None and not bf16_native(torch.device("cpu"))

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["per_part_batchnorm"]
+__all__ = ["per_part_batchnorm", "fused_blockers"]
 
 
 def _split_forward(forward, sizes: tuple[int, ...]):
@@ -53,3 +53,10 @@ def per_part_batchnorm(module: nn.Module, sizes: tuple[int, ...]) -> Iterator[No
     finally:
         for m in patched:
             del m.forward
+
+
+def fused_blockers(module: nn.Module) -> list[str]:
+    """Layers that depend on the whole batch but that ``per_part_batchnorm`` does not split: InstanceNorm with
+    running statistics (it would average them over the 2N batch). A fused pass over them would not equal two."""
+    return [f"{name}: {type(m).__name__}(track_running_stats=True)" for name, m in module.named_modules()
+            if isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats]

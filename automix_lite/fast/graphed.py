@@ -34,6 +34,7 @@ library workspaces before the capture.
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 import torch.nn as nn
@@ -42,9 +43,18 @@ import torch.nn.functional as F
 from ..core.automix import AutoMix, ema_tensors
 from ..core.mixing import MIXERS, MixOutput, mix, mix_loss
 from ..core.schedules import mask_loss_weight_at
+from .runtime import resolve_amp
 from .step import DeviceDraws, host_tensors, step_losses, uses_fused
 
-__all__ = ["GraphedStep", "graphed_step"]
+__all__ = ["GraphedStep", "graphed_step", "graph_blockers"]
+
+
+def graph_blockers(model: nn.Module) -> list[str]:
+    """Layers a captured step cannot hold: BatchNorm with ``momentum=None`` reads its update count on the host."""
+    return [f"{name or type(model).__name__}: {type(m).__name__}(momentum=None) (a cumulative average reads "
+            "num_batches_tracked on the host; give it a momentum)"
+            for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is None and m.track_running_stats]
 
 
 def _copy_in(dst: torch.Tensor, src: torch.Tensor) -> None:
@@ -102,6 +112,9 @@ class GraphedStep:
         self.use_graph = device.type == "cuda" if use_graph is None else use_graph
         if self.use_graph and device.type != "cuda":
             raise ValueError("use_graph=True needs the model on a CUDA device")
+        blockers = graph_blockers(model) if self.use_graph else []
+        if blockers:
+            raise ValueError("this model cannot be captured in a CUDA graph: " + "; ".join(blockers))
         if self.use_graph and warmup < 1:  # e.g. SGD creates its momentum buffers on its first step
             raise ValueError("a captured step needs warmup >= 1 eager steps to create the optimizer's state")
         self.device, self.calls = device, 0
@@ -173,6 +186,17 @@ class GraphedStep:
             _ema_tensor_(*ema_tensors(self.model), s["ema"])
         return {k: v.detach() for k, v in out.items() if torch.is_tensor(v)}
 
+    def _note_recapture(self) -> None:
+        """Warn once when the optimizer's hyperparameters change on consecutive calls (a per-step schedule): each
+        change captures the graph again, about one eager step each time, so the graph stops paying."""
+        self._recaptures = getattr(self, "_recaptures", []) + [self.calls]
+        last = self._recaptures[-4:]
+        if len(last) == 4 and last[-1] - last[0] == 3 and not getattr(self, "_warned", False):
+            self._warned = True
+            warnings.warn("the optimizer's learning rate (or momentum / weight decay) changed on every one of the "
+                          "last 4 steps: each change re-captures the CUDA graph (about one eager step). Use a "
+                          "per-epoch schedule with cuda_graph=True, or the eager step.", RuntimeWarning, stacklevel=4)
+
     def _hyperparameters(self) -> tuple:
         return tuple(tuple((k, v) for k, v in sorted(g.items()) if isinstance(v, (int, float, bool)))
                      for g in self.optimizer.param_groups)
@@ -218,6 +242,7 @@ class GraphedStep:
         if hyper != self._hyper:  # new lr / momentum / weight decay: recorded constants, capture again
             self._graphs.clear()
             self._hyper = hyper
+            self._note_recapture()
         if key not in self._graphs:
             self._graphs[key] = self._capture(*key)
         graph, out = self._graphs[key]
@@ -229,11 +254,12 @@ def graphed_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
                  method: str, total_steps: int, amp_dtype: torch.dtype | str | None = "auto", seed: int = 0):
     """A ``step(i)`` running ``GraphedStep`` on the fixed batch (x, y) with its own generator (benchmarks).
 
-    ``amp_dtype="auto"``: bf16 on a CUDA device of compute capability >= 8, else fp32.
+    ``amp_dtype="auto"``: the trainer's policy (``runtime.resolve_amp``): bf16 where the GPU has bf16 tensor cores,
+    fp32 off CUDA; where "auto" means fp16 (a T4) it raises ``NotImplementedError``: the graph cannot run fp16,
+    and fp16 eager beats an fp32 graph there (time the eager step instead).
     """
     if amp_dtype == "auto":
-        dev = next(model.parameters()).device
-        amp_dtype = torch.bfloat16 if dev.type == "cuda" and torch.cuda.get_device_capability(dev)[0] >= 8 else None
+        amp_dtype = resolve_amp("auto", next(model.parameters()).device)
     runner = GraphedStep(model, optimizer, total_steps=total_steps, method=method, amp_dtype=amp_dtype)
     generator = torch.Generator().manual_seed(seed)
 

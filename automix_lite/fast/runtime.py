@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["DeviceUnavailableError", "resolve_device", "resolve_amp", "progress_mode", "PROGRESS_MODES",
+__all__ = ["DeviceUnavailableError", "resolve_device", "resolve_amp", "bf16_native", "progress_mode", "PROGRESS_MODES",
            "Interrupt", "read_scalars", "LazyScalars", "seed_everything", "init_distributed", "dist_env"]
 
 PROGRESS_MODES = ("auto", "notebook", "text", "off")
@@ -92,19 +92,36 @@ def resolve_device(spec: str, *, local_rank: int | None = None, cuda_available: 
     return torch.device("cuda", index)
 
 
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: None on CPU or with ``amp='off'``; 'auto' = bf16 on compute capability >= 8, else fp16."""
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``device`` has bf16 tensor cores (CUDA compute capability >= 8), emulation not counted: a T4 (7.5)
+    accepts bf16 tensors but computes them slowly."""
+    if device.type != "cuda":
+        return False
+    try:
+        with torch.cuda.device(device):
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.4: no including_emulation argument; the capability is the rule
+        return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def resolve_amp(amp: str, device: torch.device, *, bf16_ok: bool | None = None) -> torch.dtype | None:
+    """Autocast dtype: None on CPU or with ``amp='off'``; 'auto' = bf16 where the GPU has bf16 tensor cores
+    (``bf16_native``), else fp16 (a T4: fp16 with a GradScaler). ``amp='bf16'`` on a GPU without them is refused
+    (emulated bf16 is slower than fp32). ``bf16_ok`` overrides the device query (tests)."""
     if amp in ("bf16", "fp16") and device.type != "cuda":
         warnings.warn(f"amp={amp!r} runs only on CUDA; on {device.type} this run computes in float32 "
                       "(set amp='off' or 'auto' to silence this)", RuntimeWarning, stacklevel=2)
     if amp == "off" or device.type != "cuda":
         return None
+    native = bf16_native(device) if bf16_ok is None else bf16_ok
+    if amp == "bf16" and not native:
+        raise ValueError("amp='bf16' on a GPU without bf16 tensor cores (compute capability < 8, e.g. Colab's T4) "
+                         "would run emulated, slower than float32; use amp='auto' (fp16 there) or 'fp16'.")
     if amp == "bf16":
         return torch.bfloat16
     if amp == "fp16":
         return torch.float16
-    major, _ = torch.cuda.get_device_capability(device)
-    return torch.bfloat16 if major >= 8 else torch.float16
+    return torch.bfloat16 if native else torch.float16
 
 
 # ------------------------------------------------------------------ progress bar

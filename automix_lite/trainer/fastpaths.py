@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..core.automix import AutoMix
+from ..fast.fused import fused_blockers
 from ..fast.step import training_step as fast_training_step
 from ..fast.step import uses_fused
 
@@ -97,11 +98,17 @@ def choose_online_pass(requested: str, model: nn.Module, device: torch.device, i
     """(the online pass the run uses, its ``fast_paths`` entry). "auto" on CUDA checks the fused pass first."""
     if not isinstance(model, AutoMix):
         return "separate", "off: one online pass (not AutoMix)"
+    blockers = fused_blockers(model.backbone_q)
+    if requested == "fused" and blockers:
+        raise ValueError("online_pass='fused' cannot split these layers over the two halves of its batch: "
+                         + "; ".join(blockers) + ". Use online_pass='separate'.")
     if requested != "auto":
         return requested, ("on (online_pass='fused', unchecked)" if requested == "fused"
                            else "off: online_pass='separate'")
     if not uses_fused("auto", device):
         return "separate", f"off: auto on {device.type} (the fused pass pays where kernel launches dominate)"
+    if blockers:
+        return "separate", "off: layers the fused pass cannot split: " + "; ".join(blockers)
     try:
         reason = check_fused_pass(model, *_probe_batch(model, image_shape, min(batch, 8), device), amp_dtype)
     except Exception as e:  # noqa: BLE001 - any failure of the fast path means: do not use it

@@ -71,8 +71,8 @@ def _names_and_modes(cfg, need: Callable[[bool, str], None]) -> None:
     _choice(cfg, need, "momentum_features", MOMENTUM_FEATURES)
     if cfg.cuda_graph:
         need(cfg.method == "automix", f"cuda_graph=True graphs the AutoMix step only (method={cfg.method!r}).")
-        need(cfg.amp != "fp16", "cuda_graph=True cannot use amp='fp16' (it needs a GradScaler); use 'bf16' "
-                                 "or 'off'.")
+        need(cfg.amp != "fp16", "cuda_graph=True cannot use amp='fp16' (it needs a GradScaler): use 'auto' (bf16 "
+                                 "on compute capability >= 8; on a T4 the graph is skipped for fp16 eager) or 'off'.")
         need(not cfg.compile, "cuda_graph=True and compile=True are alternatives; pick one.")
         need(cfg.sched_by_epoch, "cuda_graph=True needs sched_by_epoch=True (a learning rate changing every "
                                   "step would re-capture the graph every step).")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,9 +126,9 @@ def setup_run(cfg: TrainConfig, device: torch.device, rank: int, world_size: int
             b.compile()
     run.buffers = list(model.buffers())
     run.saved_buffers = [b.clone() for b in run.buffers]
+    run.fast_paths["cuda_graph"] = "off: cuda_graph=False"
     if cfg.cuda_graph:
-        run.graphed = make_graphed_step(run, online_pass)
-    run.fast_paths["cuda_graph"] = "on" if run.graphed is not None else "off: cuda_graph=False"
+        run.graphed, run.fast_paths["cuda_graph"] = make_graphed_step(run, online_pass)
     if rank == 0:
         print("[automix_lite] fast paths: " + "; ".join(f"{k} {v}" for k, v in run.fast_paths.items()), flush=True)
     return run
@@ -146,17 +147,24 @@ def _choose_fast_paths(run: Run) -> str:
 
 def make_graphed_step(run: Run, online_pass: str = "separate"):
     """``cfg.cuda_graph``: forward, backward, optimizer step and EMA of AutoMix as one CUDA graph on CUDA (its
-    eager twin, the same code and numbers, on other devices). Refuses what the graph cannot do."""
+    eager twin, the same code and numbers, on other devices); ``(GraphedStep or None, fast_paths entry)``.
+
+    Refuses what the graph cannot do. Where amp='auto' resolved to fp16 (no bf16 tensor cores: a T4), the graph is
+    skipped with a warning: it cannot run fp16 (GradScaler), and fp16 eager is faster there than an fp32 graph."""
     from ..fast.graphed import GraphedStep
 
     if run.distributed:
         raise ValueError("cuda_graph=True runs on one GPU (no DDP under torchrun); set cuda_graph=False.")
     if run.amp_dtype == torch.float16:
-        raise ValueError("cuda_graph=True cannot use fp16 autocast (it needs a GradScaler): amp resolved to fp16 "
-                         "on this GPU (compute capability < 8); set amp='off' or cuda_graph=False.")
-    return GraphedStep(run.model, run.optimizer, total_steps=run.total_steps, method=run.cfg.method,
-                       alpha=run.cfg.alpha, smoothing=run.cfg.smoothing, amp_dtype=run.amp_dtype,
-                       online_pass=online_pass)
+        why = ("amp='auto' resolved to fp16 on this GPU (no bf16 tensor cores); the graph runs bf16 or fp32 only, "
+               "and fp16 eager is faster here than an fp32 graph")
+        warnings.warn(f"cuda_graph=True skipped: {why}. Training runs the eager fp16 step (same algorithm); "
+                      "amp='off' forces an fp32 graph.", RuntimeWarning, stacklevel=3)
+        return None, f"off: {why}"
+    graphed = GraphedStep(run.model, run.optimizer, total_steps=run.total_steps, method=run.cfg.method,
+                          alpha=run.cfg.alpha, smoothing=run.cfg.smoothing, amp_dtype=run.amp_dtype,
+                          online_pass=online_pass)
+    return graphed, "on (a CUDA graph)" if graphed.use_graph else "on (its eager twin: no CUDA device)"
 
 
 def check_labels(dataset, num_classes: int, split: str) -> bool:
