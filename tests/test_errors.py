@@ -124,8 +124,8 @@ def test_missing_imagenet_folder_gives_the_layout(tmp_path):
 
 
 def test_missing_fashion_mnist_says_where_to_put_files(tmp_path, monkeypatch):
-    data = importlib.import_module("automix_lite.trainer.data")
-    monkeypatch.setattr(data, "_DEBIAN_FASHION", tmp_path / "absent")  # the Debian package may be installed
+    sources = importlib.import_module("automix_lite.trainer.sources")
+    monkeypatch.setattr(sources, "_DEBIAN_FASHION", tmp_path / "absent")  # the Debian package may be installed
     cfg = TrainConfig.preset("quick", dataset="fashion-mnist", data_dir=str(tmp_path / "fm"), in_chans=1)
     with pytest.raises(FileNotFoundError, match=re.escape("apt-get install dataset-fashion-mnist")):
         build_datasets(cfg)
