@@ -41,6 +41,7 @@ OPTIONAL_SUITES = {
     "widgets7": ("test_widgets_compat.py::",),
     "fashion": ("test_data.py::test_fashion_mnist",),
     "cifar_jpg": ("test_data.py::test_cifar10_jpeg",),
+    "floor": ("test_torch_floor.py::",),
 }
 _SUITE_OUTCOMES: dict[str, list[str]] = {}
 

@@ -1,6 +1,7 @@
 """MixTargets against timm.data.Mixup and torchvision.transforms.v2.MixUp / CutMix on the same λ, pairing and box."""
 import numpy as np
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -43,7 +44,7 @@ def test_mixup_equals_timm_mixup_with_flip_pairing(monkeypatch, smoothing):
 
 @pytest.mark.parametrize("lam", [0.75, 0.4375])  # cut sides 6 and 9 of 12: timm's box covers them in full
 def test_cutmix_equals_timm_cutmix_when_the_cut_side_is_even(monkeypatch, lam):
-    """timm >= 1.0.? centres an odd cut as [c - s//2, c + (s+1)//2); OpenMixup and this library as
+    """timm >= 1.0.29 centres an odd cut as [c - s//2, c + (s+1)//2); OpenMixup, older timm and this library as
     [c - s//2, c + s//2) (one row/column less): equal whenever the side s = int(H * sqrt(1 - λ)) is even."""
     x, y = _batch()
     side = int(12 * (1 - lam) ** 0.5)
@@ -59,8 +60,11 @@ def test_cutmix_equals_timm_cutmix_when_the_cut_side_is_even(monkeypatch, lam):
     if side % 2 == 0:
         assert torch.equal(got_x, want_x)
         torch.testing.assert_close(got_t, want_t, rtol=0, atol=1e-6)
-    else:  # documented one-pixel difference of the box for odd sides
-        assert (got_x != want_x).any()
+    else:  # odd side: timm >= 1.0.29 adds the row cy + s//2 and the column cx + s//2 (older timm: no difference)
+        rows, cols = (got_x != want_x).any(dim=(0, 1)).nonzero(as_tuple=True)
+        assert bool(((rows == cy + side // 2) | (cols == cx + side // 2)).all())  # nothing else differs
+        timm_version = tuple(int(p) for p in timm.__version__.split(".")[:3])
+        assert (len(rows) > 0) == (timm_version >= (1, 0, 29)), timm.__version__
 
 
 @pytest.mark.parametrize("seed", range(4))
