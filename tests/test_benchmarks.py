@@ -257,3 +257,22 @@ def test_busy_neighbour_variants_and_ratios():
     assert r["before_over_as_typed"] == 3.0 and r["as_typed_loaded_over_idle"] == 2.0
     assert r["idle_as_typed_over_best"] == pytest.approx(10 / 9)
     assert r["same_results"]["loaded as typed"] and not r["same_results"]["loaded before (spin, 2 threads)"]
+
+
+@pytest.mark.slow
+def test_gpu_acceptance_dry_run_passes_on_the_cpu(tmp_path):
+    """benchmarks/gpu_accept.py runs every check tiny on the CPU (graphs as eager twins; CUDA-only parts skip)."""
+    accept = _load("gpu_accept")
+    assert accept.main(["--dry-run", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "gpu_accept_dryrun_cpu.json").read_text())["results"]
+    assert set(results) == set(accept.CHECKS)
+    assert {k for k, v in results.items() if v["status"] == "SKIP"} == {"cuda_tests", "low_precision"}
+    assert results["fallback"]["warnings"] == 1 and all(r["resume_equal"] for k, r in results["train_e2e"].items()
+                                                         if isinstance(r, dict))
+
+
+def test_gpu_acceptance_reports_a_failing_check_and_exits_1(tmp_path, monkeypatch):
+    accept = _load("gpu_accept")
+    monkeypatch.setitem(accept.CHECKS, "amp_policy", lambda args, dev: accept._result("FAIL", why="injected"))
+    assert accept.main(["--dry-run", "--only", "amp_policy", "--out", str(tmp_path)]) == 1
+    assert "| amp_policy | FAIL |" in (tmp_path / "gpu_accept_dryrun_cpu.md").read_text()
