@@ -151,3 +151,32 @@ def test_graph_blockers_and_the_per_step_recapture_warning():
     with pytest.warns(RuntimeWarning, match="changed on every one of the last 4 steps"):
         step.calls = 8  # 5, 6, 7, 8: four consecutive changes
         step._note_recapture()
+
+
+def test_the_graphed_path_reads_the_device_every_log_every_steps_not_every_step(tmp_path, monkeypatch):
+    import automix_lite.trainer.loop as loop
+
+    reads = []
+    monkeypatch.setattr(loop, "_read_flag", lambda flag: reads.append(1) or bool(flag))
+    cfg = fake_config(tmp_path, epochs=2, train_subset=64, batch_size=8, cuda_graph=True, log_every=4)  # 8 steps/epoch
+    train(cfg, figures=False, progress="off")
+    assert len(reads) == 4  # steps 4 and 8 of each epoch, not 16 reads
+
+
+def test_the_live_view_sums_losses_without_reading_them_each_step():
+    from types import SimpleNamespace
+
+    from automix_lite.fast.runtime import LazyScalars
+    from automix_lite.views.live import LiveView
+    from automix_lite.views.viz import real_photos
+
+    live = LiveView(real_photos(16), (0.5,), (0.25,), every=3, show=False)
+    steps = []
+    for step, loss in enumerate([1.0, float("nan"), 3.0], start=1):
+        losses = LazyScalars({"loss": torch.tensor(loss), "loss_mask": torch.tensor(0.5)})
+        state = SimpleNamespace(losses=losses, step=step, total_steps=10, epoch=0,
+                                model=torch.nn.Linear(1, 1))  # no Mix Block: curves only
+        steps.append(losses)
+        live.on_step_end(state)
+    assert all(s._values is None for s in steps)  # no step's losses were copied to the host
+    assert live.points == [(3, {"loss": 2.0, "loss_mask": 0.5})]  # the NaN step left out of the mean

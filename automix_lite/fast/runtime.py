@@ -208,6 +208,10 @@ class LazyScalars(Mapping):
     def __getitem__(self, key: str) -> float:
         return self._read()[key]
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The 0-d tensors themselves (no read: for callbacks that sum on the device)."""
+        return dict(self._tensors)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensors)
 

@@ -141,20 +141,31 @@ _GRAPHED_DRAWS = ("lam_mb", "lam_bb", "mask_loss_weight", "fallback", "mb_traine
 
 def _graphed_update(run: Run, x: torch.Tensor, y: torch.Tensor, stop_requested: bool):
     """The whole step through ``run.graphed``; the update is applied before the loss can be seen, so a non-finite
-    loss cannot be skipped: it stops the run (the last epoch checkpoint stays intact)."""
+    loss cannot be skipped: it stops the run (the last epoch checkpoint stays intact). The host looks at the
+    losses every ``log_every`` steps and at the end of an epoch, not after every replay (which would idle the
+    GPU between replays): a flag on the device collects the non-finite ones in between."""
     out = run.graphed(x, y, run.step, run.generator)
     losses = {k: v.detach().clone() for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}  # graph outputs
     losses.update({k: torch.tensor(out[k], dtype=torch.float64 if k.startswith("lam") else torch.float32)
                    for k in _GRAPHED_DRAWS})  # are overwritten by the next replay: keep copies
-    finite, stop = _agree(run, losses["loss"], stop_requested)
-    if not finite:
-        run.torn = False
-        raise NonFiniteLossError(
-            f"non-finite loss at step {run.step} with cuda_graph=True: the graphed step had already updated the "
-            f"weights, so it cannot be skipped; training stopped. The last epoch checkpoint in {str(run.out)!r} is "
-            "intact: resume from it with cuda_graph=False (which skips such steps), a lower lr or amp='off'.")
+    bad = ~torch.isfinite(losses["loss"])
+    run.graph_bad = bad if run.graph_bad is None else run.graph_bad | bad
+    if (run.step + 1) % run.cfg.log_every == 0 or run.batch + 1 >= run.steps_per_epoch:
+        if _read_flag(run.graph_bad):
+            run.torn = False
+            raise NonFiniteLossError(
+                f"non-finite loss in the steps up to {run.step} with cuda_graph=True: the graphed step had already "
+                f"updated the weights, so it cannot be skipped; training stopped. The last epoch checkpoint in "
+                f"{str(run.out)!r} is intact: resume from it with cuda_graph=False (which skips such steps), a lower "
+                "lr or amp='off'.")
+        run.graph_bad = None
     run.consecutive, run.ema_momentum = 0, out["ema_momentum"]
-    return losses, out["mask_mb"], out["perm_mb"], finite, stop
+    return losses, out["mask_mb"], out["perm_mb"], True, False
+
+
+def _read_flag(flag: torch.Tensor) -> bool:
+    """The one host read of the graphed path (every ``log_every`` steps)."""
+    return bool(flag)
 
 
 def _agree(run: Run, loss: torch.Tensor, stop_requested: bool) -> tuple[bool, bool]:

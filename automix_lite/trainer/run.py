@@ -75,6 +75,7 @@ class Run:
     torn: bool = False  # a KeyboardInterrupt now would leave a half-updated model: write no checkpoint
     buffers: list[torch.Tensor] = field(default_factory=list)  # BN statistics, restored when a step is skipped
     saved_buffers: list[torch.Tensor] = field(default_factory=list)
+    graph_bad: torch.Tensor | None = None  # cuda_graph: a non-finite loss since the last host check (device flag)
     fast_paths: dict[str, str] = field(default_factory=dict)  # name -> "on ..." / "off: why" (metrics.json)
 
     @property

@@ -70,7 +70,7 @@ class LiveView:
         self._display, self._handle = (display if show else None), None
         self.frames, self.png, self.mask = 0, b"", None
         self.points: list[tuple[int, dict[str, float]]] = []
-        self._sums: dict[str, list[float]] = {}  # loss -> [sum, count] since the last frame
+        self._sums: dict[str, list] = {}  # loss -> [sum, count] since the last frame (device tensors)
         self._lines: dict[str, Any] = {}
         self.fig, self._ax_loss, self._mixed_ims, self._mask_ims = self._build_figure()
 
@@ -134,8 +134,9 @@ class LiveView:
     # ------------------------------------------------------------------ callback
     def update(self, model, step: int, total_steps: int, epoch: int = 0) -> None:
         """Close the current block of steps, record the mask of ``model`` (if it has a Mix Block), redraw."""
-        if self._sums:
-            self.points.append((int(step), {k: s / c for k, (s, c) in self._sums.items()}))
+        means = {k: float(s) / float(c) for k, (s, c) in self._sums.items() if float(c) > 0}
+        if means:
+            self.points.append((int(step), means))
         self._sums = {}
         if hasattr(model, "generate_mask"):
             self._pairs.masks.clear()
@@ -146,10 +147,14 @@ class LiveView:
         self.frames += 1
 
     def on_step_end(self, state) -> None:
-        losses, _ = split_curve_keys(state.losses)
+        # summed on the device and read when a frame is drawn: a per-step read would make every step wait
+        raw = state.losses.tensors() if hasattr(state.losses, "tensors") else {
+            k: torch.tensor(float(v)) for k, v in state.losses.items()}
+        losses, _ = split_curve_keys(raw)
         for k in losses:
-            if np.isfinite(state.losses[k]):  # a skipped non-finite step would hide the whole curve
-                acc = self._sums.setdefault(k, [0.0, 0])
-                acc[0], acc[1] = acc[0] + float(state.losses[k]), acc[1] + 1
+            t = raw[k].detach().double()
+            ok = torch.isfinite(t)  # a skipped non-finite step would hide the whole curve
+            acc = self._sums.setdefault(k, [0.0, 0.0])
+            acc[0], acc[1] = acc[0] + torch.where(ok, t, torch.zeros_like(t)), acc[1] + ok.double()
         if state.step % self.every == 0 or state.step >= state.total_steps:
             self.update(state.model, state.step, state.total_steps, state.epoch)
