@@ -9,6 +9,8 @@ import torch
 from gpu_common import Budget, NotAvailable, _free, _sync
 from speed import make_runner
 
+from automix_lite.fast.runtime import resolve_amp
+
 STEP_METHODS = ("vanilla", "mixup", "cutmix", "automix")
 STEP_CONFIGS = (("resnet18_cifar", 32, 100), ("resnet18_cifar", 32, 128), ("resnet18_cifar", 32, 256),
                 ("resnet50", 224, 64))
@@ -39,7 +41,8 @@ def graph_step(runner, method: str, x: torch.Tensor, y: torch.Tensor, total_step
 
 def time_path(method: str, path: str, model_name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
               dev: torch.device, seed: int, steps: int, warmup: int) -> dict:
-    """Mean step time of ``method`` on ``path``: ``{"ms", "img_s", "peak_mem_mb"}`` or ``{"na": reason}``."""
+    """Mean step time of ``method`` on ``path``: ``{"ms", "img_s", "dtype", "peak_mem_mb"}`` or ``{"na": reason}``
+    (the graph path follows the same autocast policy; where that is fp16, a T4, it is n/a: fp16 eager instead)."""
     # AutoMix: eager = the two online passes run separately; fused and graph (on top of fused) the fast paths
     online_pass = "separate" if path == "eager" else "fused"
     if path == "fused" and method != "automix":
@@ -67,7 +70,8 @@ def time_path(method: str, path: str, model_name: str, x: torch.Tensor, y: torch
     finally:
         del runner
         _free(dev)
-    res = {"ms": 1e3 * dt / steps, "img_s": x.shape[0] * steps / dt}
+    res = {"ms": 1e3 * dt / steps, "img_s": x.shape[0] * steps / dt,
+           "dtype": str(resolve_amp("auto", dev) or "float32").replace("torch.", "")}  # what it really ran in
     if dev.type == "cuda":
         res["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     return res

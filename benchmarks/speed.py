@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from automix_lite import MIXERS, AutoMix, Classifier, manifold_forward, mix, mix_loss
+from automix_lite.fast.runtime import resolve_amp
 from automix_lite.fast.step import training_step as fast_training_step
 from provenance import provenance  # noqa: E402,F401  (the results files' provenance, shared by every benchmark)
 
@@ -71,9 +72,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _amp_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
+    """The trainer's amp='auto' policy: bf16 with bf16 tensor cores, fp16 on older GPUs (a T4), none on the CPU."""
+    return resolve_amp("auto", device)
 
 
 def make_runner(name: str, model_name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,

@@ -276,3 +276,13 @@ def test_gpu_acceptance_reports_a_failing_check_and_exits_1(tmp_path, monkeypatc
     monkeypatch.setitem(accept.CHECKS, "amp_policy", lambda args, dev: accept._result("FAIL", why="injected"))
     assert accept.main(["--dry-run", "--only", "amp_policy", "--out", str(tmp_path)]) == 1
     assert "| amp_policy | FAIL |" in (tmp_path / "gpu_accept_dryrun_cpu.md").read_text()
+
+
+def test_check_cost_times_the_check_and_a_step(monkeypatch):
+    cost = _load("check_cost")
+    import automix_lite.trainer.fastpaths as fastpaths
+
+    monkeypatch.setattr(fastpaths, "uses_fused", lambda mode, device: mode in ("auto", "fused"))
+    row = cost.measure("resnet_tiny_cifar", 16, 8, torch.device("cpu"), rounds=1)
+    assert row["step_s"] > 0 and row["check_s"] > 0 and row["probe_batch"] == 8
+    assert row["check_over_step"] == pytest.approx(row["check_s"] / row["step_s"])

@@ -180,3 +180,24 @@ def test_the_live_view_sums_losses_without_reading_them_each_step():
         live.on_step_end(state)
     assert all(s._values is None for s in steps)  # no step's losses were copied to the host
     assert live.points == [(3, {"loss": 2.0, "loss_mask": 0.5})]  # the NaN step left out of the mean
+
+
+def test_an_explicit_graph_step_that_fails_mid_epoch_stops_resumably(tmp_path, monkeypatch):
+    """cuda_graph=True is explicit: a failing capture / replay (injected at step 5, in epoch 2) stops the run with
+    a clear error; the epoch-1 checkpoint is intact and the run resumes eagerly to the end."""
+    import automix_lite.trainer.loop as loop
+    from automix_lite.fast.graphed import GraphedStep
+
+    real = GraphedStep.__call__
+
+    def failing(self, x, y, step, generator=None):
+        if step == 5:
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing (simulated)")
+        return real(self, x, y, step, generator)
+
+    monkeypatch.setattr(GraphedStep, "__call__", failing)
+    cfg = fake_config(tmp_path, epochs=3, train_subset=32, batch_size=8, cuda_graph=True)  # 4 steps per epoch
+    with pytest.raises(loop.GraphStepError, match="resume from it with cuda_graph=False"):
+        train(cfg, figures=False, progress="off")
+    resumed = train(cfg.replace(cuda_graph=False, resume=cfg.out), figures=False, progress="off")
+    assert [e["epoch"] for e in resumed.history] == [1, 2, 3]

@@ -144,7 +144,15 @@ def _graphed_update(run: Run, x: torch.Tensor, y: torch.Tensor, stop_requested: 
     loss cannot be skipped: it stops the run (the last epoch checkpoint stays intact). The host looks at the
     losses every ``log_every`` steps and at the end of an epoch, not after every replay (which would idle the
     GPU between replays): a flag on the device collects the non-finite ones in between."""
-    out = run.graphed(x, y, run.step, run.generator)
+    try:
+        out = run.graphed(x, y, run.step, run.generator)
+    except Exception as e:  # capture or replay failed: cuda_graph=True was explicit, so stop, resumable
+        run.torn = False
+        raise GraphStepError(
+            f"the CUDA-graph step failed at step {run.step} ({type(e).__name__}: {e}). cuda_graph=True was asked for "
+            f"explicitly, so the run stops instead of changing path; the last epoch checkpoint in {str(run.out)!r} "
+            "is intact: resume from it with cuda_graph=False (the eager step: the same algorithm and numbers), and "
+            "please report the error.") from e
     losses = {k: v.detach().clone() for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}  # graph outputs
     losses.update({k: torch.tensor(out[k], dtype=torch.float64 if k.startswith("lam") else torch.float32)
                    for k in _GRAPHED_DRAWS})  # are overwritten by the next replay: keep copies
@@ -161,6 +169,10 @@ def _graphed_update(run: Run, x: torch.Tensor, y: torch.Tensor, stop_requested: 
         run.graph_bad = None
     run.consecutive, run.ema_momentum = 0, out["ema_momentum"]
     return losses, out["mask_mb"], out["perm_mb"], True, False
+
+
+class GraphStepError(RuntimeError):
+    """The CUDA-graph step (``cuda_graph=True``) raised; the run stopped with its last epoch checkpoint intact."""
 
 
 def _read_flag(flag: torch.Tensor) -> bool:
