@@ -71,3 +71,30 @@ def test_exercises_are_left_to_the_learner_and_the_solutions_are_right():
     mask = torch.cat([1 - partner, partner], 1)
     for lam in (0.2, 0.5, 0.9):
         torch.testing.assert_close(sol.l1_mask_loss(mask, lam, 0.1), mask_loss(mask, lam, "L1", 0.1))
+
+
+COURSE = ["01_mixup_zoo", "02_mix_block", "02b_the_training_step", "03_train_automix", "04_mask_explorer",
+          "05_scale_to_imagenet"]
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_every_course_notebook_has_equations_and_checked_exercises(name):
+    """At least two exercises a learner edits (they raise until edited), each followed by a checking cell that CI
+    runs on the reference solution; the solutions named in the checks exist; the maths is written as equations."""
+    import importlib.util
+    import re
+
+    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    markdown = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+    code = _code_cells(ROOT / "notebooks" / f"{name}.ipynb")
+    assert sum("$$" in m for m in markdown) >= 1, "no displayed equation"
+    exercises = [i for i, c in enumerate(code) if "YOUR CODE HERE" in c]
+    assert len(exercises) >= 2 and all("raise NotImplementedError" in code[i] for i in exercises)
+    for i in exercises:  # the next code cell checks the exercise, with the reference solution under CI
+        assert "AUTOMIX_SOLUTIONS" in code[i + 1] and "assert" in code[i + 1], code[i + 1][:200]
+    for module, func in re.findall(r'solution\("(\w+)"(?:, "(\w+)")?\)', "\n".join(code)):
+        path = ROOT / "notebooks" / "solutions" / (f"{module}.py" if func else "training_step.py")
+        spec = importlib.util.spec_from_file_location(f"sol_{path.stem}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        assert callable(getattr(mod, func or module)), (module, func)
