@@ -17,6 +17,7 @@ from .core.mixing import (MIXERS, MixOutput, manifold_forward, mix, mix_loss, sa
                      soft_targets)
 from .core.models import Classifier, create_backbone, feature_map, stage_modules
 from .trainer.checkpoint import CheckpointError
+from .trainer.pretrained import Pretrained, load_pretrained
 from .trainer.saved import export_classifier, load_model
 from .transforms import MixTargets
 from .train import NonFiniteLossError, TrainResult, train  # noqa: E402  (the function shadows the module name, as in torch)
@@ -27,6 +28,6 @@ __all__ = [
     "sample_perm", "Classifier", "create_backbone", "feature_map", "stage_modules", "TrainConfig", "PRESETS",
     "train", "TrainResult", "from_openmixup", "to_openmixup", "CheckpointMismatchError",
     "NonFiniteLossError", "CheckpointError", "load_model", "export_classifier",
-    "MixTargets", "soft_targets", "sample_pairs",
+    "MixTargets", "soft_targets", "sample_pairs", "load_pretrained", "Pretrained",
 ]
 
