@@ -116,3 +116,20 @@ def test_masks_png_pairs_of_a_hand_crafted_mixer_are_distinct():
     own, perm, title = figure_mix(Classifier("resnet_tiny_cifar", 10), cfg, x, y)
     assert title == "cutmix" and own.shape == (8, 1, 16, 16)
     assert (perm != torch.arange(8)).all()
+
+
+def test_curves_use_whole_epochs_and_mask_figures_have_a_colour_bar(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from automix_lite.views.viz import plot_automix_masks, plot_curves
+
+    history = [{"epoch": e, "train": {"loss": 1.0 / e}, "val": {"top1": 10.0 * e}} for e in (1, 2, 3)]
+    fig = plot_curves(history)
+    fig.canvas.draw()
+    ticks = [t for ax in fig.axes for t in ax.get_xticks()]
+    assert ticks and all(float(t).is_integer() for t in ticks)  # no 1.5 epochs
+    plt.close(fig)
+    x = torch.rand(3, 3, 8, 8)
+    fig = plot_automix_masks(x, torch.rand(3, 1, 8, 8), x, perm=torch.tensor([1, 2, 0]))
+    assert "weight" in fig.axes[-1].get_ylabel()  # the [0, 1] scale of the mask column
+    plt.close(fig)

@@ -136,7 +136,8 @@ def test_mask_snapshots_record_masks_and_plot(photos, model):
     assert len(fig.axes) == 4 * 3
     plt.close(fig)
     fig = plot_panels({"a": photos[0], "m": m[0, 0]})
-    assert len(fig.axes) == 2
+    assert len(fig.axes) == 2 + 1  # two panels and the colour bar of the mask's [0, 1] scale
+    assert "weight" in fig.axes[-1].get_ylabel()
     plt.close(fig)
     with pytest.raises(ValueError, match="no masks recorded"):
         plot_mask_evolution(MaskSnapshots(photos, (0.5,), (0.25,)))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import torch
 
@@ -27,11 +28,16 @@ def to_image(x: torch.Tensor) -> np.ndarray:
     return x.numpy()
 
 
-def _finish_image_grid(fig, axes, path):
-    """Hide the axes of an image grid, tighten the layout, save when ``path`` is given; returns the figure."""
+def _finish_image_grid(fig, axes, path, weights=None, label: str = "weight (0 = partner, 1 = sample)"):
+    """Hide the axes of an image grid, tighten the layout, add one colour bar for the [0, 1] weight maps
+    (``weights``: one of their images, if any), save when ``path`` is given; returns the figure."""
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
+    if weights is not None:
+        bar = fig.colorbar(weights, ax=list(axes.flat), fraction=0.025, pad=0.02)
+        bar.set_label(label, fontsize=7)
+        bar.ax.tick_params(labelsize=7)
     _save(fig, path)
     return fig
 
@@ -76,7 +82,7 @@ def plot_automix_masks(images: torch.Tensor, masks: torch.Tensor, mixed: torch.T
         perm: partner indices [N].
         title: name of the mixing method (title of the last column).
     """
-    n = min(n, images.shape[0])
+    n, weights = min(n, images.shape[0]), None
     fig, axes = plt.subplots(n, 4, figsize=(7.2, 1.9 * n), squeeze=False)
     for i in range(n):
         cells = [(images[i], "sample"), (images[int(perm[i])], "partner"), (masks[i, 0], None),
@@ -84,15 +90,12 @@ def plot_automix_masks(images: torch.Tensor, masks: torch.Tensor, mixed: torch.T
         for j, (img, label) in enumerate(cells):
             ax = axes[i, j]
             if label is None:
-                ax.imshow(to_image(img), cmap="viridis", vmin=0, vmax=1)
+                weights = ax.imshow(to_image(img), cmap="viridis", vmin=0, vmax=1)
                 label = f"mask (own area {float(masks[i].mean()):.2f})"
             else:
                 ax.imshow(to_image(img), cmap="gray")
             ax.set_title(label, fontsize=8)
-            ax.axis("off")
-    fig.tight_layout()
-    _save(fig, path)
-    return fig
+    return _finish_image_grid(fig, axes, path, weights)
 
 
 def split_curve_keys(keys) -> tuple[list[str], list[str]]:
@@ -118,6 +121,7 @@ def plot_curves(history: list[dict], *, path=None):
         for k in keys:
             ax.plot(epochs, [h["train"].get(k, np.nan) for h in history], marker=".", label=k)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, no 1.5
         ax.set_ylabel(ylabel)
         ax.set_title(ylabel, fontsize=9)
         if keys:
@@ -127,6 +131,7 @@ def plot_curves(history: list[dict], *, path=None):
         pts = [(h["epoch"], h["val"][k]) for h in history if k in h.get("val", {})]
         ax_a.plot(*zip(*pts), marker=".", label=k)
     ax_a.set_xlabel("epoch")
+    ax_a.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_a.set_ylabel("val top-1 (%)")
     ax_a.set_title("val top-1 (%)", fontsize=9)
     if heads:
@@ -202,14 +207,16 @@ def plot_panels(panels: dict, *, cmaps: dict | None = None, ncols: int | None = 
     ncols = ncols or max(n, 1)
     nrows = max(1, -(-n // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3), squeeze=False)
+    weights = None
     for ax, (title, img) in zip(axes.flat, panels.items()):
         arr = to_image(img) if isinstance(img, torch.Tensor) else np.asarray(img)
         if arr.ndim == 2:
-            ax.imshow(arr, cmap=cmaps.get(title, "viridis"), vmin=0, vmax=1)
+            im = ax.imshow(arr, cmap=cmaps.get(title, "viridis"), vmin=0, vmax=1)
+            weights = weights or (im if title not in cmaps else None)  # the bar reads the default (mask) colours
         else:
             ax.imshow(np.clip(arr, 0, 1))
         ax.set_title(title, fontsize=9)
-    return _finish_image_grid(fig, axes, path)
+    return _finish_image_grid(fig, axes, path, weights)
 
 
 class MaskSnapshots:
