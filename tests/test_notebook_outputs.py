@@ -52,6 +52,9 @@ def test_compare_notices_a_changed_number_and_ignores_timings():
     assert compare(nb, other, 1e-4, 1e-4) == []  # only the time differs
     other.cells[0].outputs[0]["text"] = "top-1 97.00 % in 75.2 s\n"
     assert len(compare(nb, other, 1e-4, 1e-4)) == 1 and compare(nb, other, 0.05, 1.5) == []
+    other.cells[0].outputs[0]["text"] = "top-1 98.40 % in 75.2 s\n[automix_lite] epoch 1/9 loss=7.1 (3.0s)\n"
+    nb.cells[0].outputs[0]["text"] = "top-1 98.40 % in 75.2 s\n[automix_lite] epoch 1/9 loss=6.2 (3.1s)\n"
+    assert compare(nb, other, 1e-4, 1e-4) == []  # per-epoch progress is not compared, the run's end is
 
 
 @pytest.mark.slow  # re-executes each notebook in real mode: about 7 minutes on 2 cores
