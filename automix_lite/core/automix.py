@@ -57,7 +57,7 @@ from .models import (LinearHead, check_image_size, create_backbone, default_feat
 from .schedules import ema_, mask_loss_weight_at, momentum_at
 
 __all__ = ["AutoMix", "AutoMixAugment", "StepDraws", "momentum_at", "mask_loss_weight_at", "HEADS", "mixed_ce",
-           "draw_pairing", "ema_tensors"]
+           "draw_pairing", "ema_tensors", "mask_mix"]
 
 HEADS = ("one_k", "mix_k", "one_q", "mix_q")
 
@@ -71,6 +71,12 @@ def mixed_ce(logits: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, lam, lam
     bitwise tests against the reference transcription pin."""
     logits = logits.float()  # [N, K]
     return lam * F.cross_entropy(logits, y) + lam_c * F.cross_entropy(logits, y[perm])
+
+
+def mask_mix(x: torch.Tensor, mask: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """x̃ = M^own ⊙ x + M^partner ⊙ x[π] from a Mix Block mask [N, 2, H, W] (both channels, as the reference
+    mixes; ``mixing.mix_images`` takes one own-weight channel and uses 1 − M instead): [N, C, H, W]."""
+    return x * mask[:, 0:1].to(x.dtype) + x[perm] * mask[:, 1:2].to(x.dtype)
 
 
 def draw_pairing(n: int, generator, no_repeat: bool, shift_on_failure: bool) -> torch.Tensor:
@@ -314,9 +320,9 @@ class AutoMix(nn.Module):
         loss_mask = mask_loss(mask_mb, d.lam_mb, self.mask_loss_mode, self.mask_loss_margin)
         loss_mix_k = x.new_zeros((), dtype=torch.float32)
         if d.train_mb:  # the frozen momentum network judges the Mix Block's mix; grad flows to x_mb only
-            x_mb = x * mask_mb[:, 0:1].to(x.dtype) + x[perm_mb] * mask_mb[:, 1:2].to(x.dtype)  # [N, C, H, W]
+            x_mb = mask_mix(x, mask_mb, perm_mb)  # [N, C, H, W]
             loss_mix_k = mixed_ce(self.head_mix_k(self.backbone_k(x_mb)), y, perm_mb, d.lam_mb, 1 - d.lam_mb)
-        x_bb = x * mask_bb[:, 0:1].to(x.dtype) + x[perm_bb] * mask_bb[:, 1:2].to(x.dtype)  # [N, C, H, W]
+        x_bb = mask_mix(x, mask_bb, perm_bb)  # [N, C, H, W]
         loss_one_q = F.cross_entropy(self.head_one_q(self.backbone_q(x)).float(), y)
         loss_mix_q = mixed_ce(self.head_mix_q(self.backbone_q(x_bb)), y, perm_bb, d.lam_bb, 1 - d.lam_bb)
         return {"loss": loss_one_q + loss_mix_q + loss_mix_k + w_mask * loss_mask,

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..core.automix import AutoMix, StepDraws, mixed_ce
+from ..core.automix import AutoMix, StepDraws, mask_mix, mixed_ce
 from ..core.checks import check_batch
 from ..core.masks import _to_device
 from ..core.mixblock import adjust_mask, mask_loss
@@ -89,9 +89,9 @@ def step_losses(model: AutoMix, x: torch.Tensor, y: torch.Tensor, dd: DeviceDraw
     loss_mask = mask_loss(mask_mb, lam_mb, model.mask_loss_mode, model.mask_loss_margin)
     loss_mix_k = x.new_zeros((), dtype=torch.float32)
     if train_mb:
-        x_mb = x * mask_mb[:, 0:1].to(x.dtype) + x[perm_mb] * mask_mb[:, 1:2].to(x.dtype)  # [N, C, H, W]
+        x_mb = mask_mix(x, mask_mb, perm_mb)  # [N, C, H, W]
         loss_mix_k = mixed_ce(model.head_mix_k(model.backbone_k(x_mb)), y, perm_mb, lam_mb, lam_mb_c)
-    x_bb = x * mask_bb[:, 0:1].to(x.dtype) + x[perm_bb] * mask_bb[:, 1:2].to(x.dtype)  # [N, C, H, W]
+    x_bb = mask_mix(x, mask_bb, perm_bb)  # [N, C, H, W]
     f_one, f_mix = online_features(model, x, x_bb, fused)  # [N, D] each
     loss_one_q = F.cross_entropy(model.head_one_q(f_one).float(), y)
     loss_mix_q = mixed_ce(model.head_mix_q(f_mix), y, perm_bb, lam_bb, lam_bb_c)

@@ -115,7 +115,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, stop_requested: bool)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     if run.graphed is not None:
-        losses, mask, perm, finite, stop = _graphed_update(run, x, y, stop_requested)
+        losses, mask, perm, finite, stop = _graphed_update(run, x, y)
     else:
         with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
             out, mask, perm = run.runner(x, y, run.step, run.total_steps, run.generator)
@@ -139,7 +139,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, stop_requested: bool)
 _GRAPHED_DRAWS = ("lam_mb", "lam_bb", "mask_loss_weight", "fallback", "mb_trained")  # as training_step logs them
 
 
-def _graphed_update(run: Run, x: torch.Tensor, y: torch.Tensor, stop_requested: bool):
+def _graphed_update(run: Run, x: torch.Tensor, y: torch.Tensor):
     """The whole step through ``run.graphed``; the update is applied before the loss can be seen, so a non-finite
     loss cannot be skipped: it stops the run (the last epoch checkpoint stays intact). The host looks at the
     losses every ``log_every`` steps and at the end of an epoch, not after every replay (which would idle the
