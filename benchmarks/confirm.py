@@ -117,6 +117,16 @@ def analyse(records: list[dict], n_planned: int = len(SEEDS)) -> dict:
     return {"settings": out, "pooled": {m: paired_ci(d) for m, d in pooled.items() if len(d) > 1}}
 
 
+def quote(result: dict, setting: str) -> str:
+    """The one-line form in which the README, docs/recipes.md and notebook 03 quote a setting's primary result
+    (tests/test_confirm.py checks every quote against ``confirm.json``)."""
+    s = result["analysis"]["settings"][setting]
+    c = s["vs_vanilla"]["automix"]
+    seeds = c["seeds"]
+    return (f"{setting}, seeds {seeds[0]}–{seeds[-1]}: AutoMix − vanilla {c['mean_diff']:+.2f} points "
+            f"[95 % CI {c['ci_low']:+.2f}, {c['ci_high']:+.2f}], {c['wins']}/{c['n']} wins: {s['verdict']}")
+
+
 def markdown(result: dict) -> str:
     prov = result["provenance"]
     a = result["analysis"]
@@ -128,6 +138,7 @@ def markdown(result: dict) -> str:
     for setting, s in a["settings"].items():
         lines += [f"## {setting}: `{json.dumps(SETTINGS[setting])}`", "",
                   f"**Verdict (AutoMix − vanilla): {s['verdict']}**", "",
+                  f"Quoted as: {quote(result, setting)}" if "automix" in s["vs_vanilla"] else "", "",
                   "| method | per seed (seed: top-1) | mean | − vanilla: mean [95 % CI] | wins |",
                   "|---|---|---:|---:|---:|"]
         for m, per in s["methods"].items():
