@@ -61,6 +61,53 @@ def _smooth_images(n: int, c: int, h: int, w: int, seed: int) -> torch.Tensor:
     return x.round().clamp(0, 255).to(torch.uint8)
 
 
+@pytest.fixture(autouse=True)
+def _no_auto_device(monkeypatch):
+    """Every test here is a CPU twin or names its device: ``device="auto"`` would be CUDA on a GPU machine and
+    compare a CUDA batch with a CPU ``DataLoader``'s (issue 29, item 1), so resolving it fails the test."""
+    import automix_lite.fast.runtime as runtime
+
+    train_mod = importlib.import_module("automix_lite.train")
+
+    real = runtime.resolve_device
+
+    def explicit_only(spec, **kw):
+        if spec == "auto":
+            raise AssertionError("a CPU-twin test resolved device='auto' (CUDA on a GPU machine): name the device")
+        return real(spec, **kw)
+    monkeypatch.setattr(runtime, "resolve_device", explicit_only)
+    monkeypatch.setattr(train_mod, "resolve_device", explicit_only)
+
+
+class _CudaScalarDivision(torch.overrides.TorchFunctionMode):
+    """CUDA's rule on the CPU: a division of a float tensor by a host number is computed as a multiplication by
+    the number's float32 reciprocal (PyTorch's ``div_true_kernel_cuda`` for a CPU scalar divisor)."""
+
+    DIVS = {torch.Tensor.__truediv__, torch.Tensor.div, torch.div, torch.true_divide, torch.Tensor.div_}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.DIVS and len(args) == 2 and isinstance(args[1], (int, float)) and args[0].is_floating_point() \
+                and not kwargs:
+            inv = torch.tensor(np.float32(1.0) / np.float32(args[1]), dtype=args[0].dtype)
+            return args[0] * inv if func is not torch.Tensor.div_ else args[0].mul_(inv)
+        return func(*args, **kwargs)
+
+
+def test_every_byte_value_normalises_exactly_as_torchvision_even_under_cudas_scalar_division():
+    """Issue 29, item 2: ``x / 255`` with a host 255 is ``x * (1/255)`` on CUDA, one ulp off torchvision's CPU
+    ``ToTensor`` for about half of the byte values; the device path divides by a tensor, a true division on
+    every device. Emulated here on the CPU (the mode above), so the check runs without a GPU."""
+    values = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(1, 3, 16, 16).contiguous()
+    want = _to_tensor_normalised(_pil(values[0]), *CIFAR_STATS)  # torchvision on the CPU
+    with _CudaScalarDivision():
+        assert not torch.equal(values.float() / 255, values.float() / torch.tensor(255.0))  # the mode bites
+        data = dd.DeviceImages(values, torch.zeros(1), mean=CIFAR_STATS[0], std=CIFAR_STATS[1], in_chans=3)
+        ours = data.batch(torch.zeros(1, dtype=torch.long), None)
+    assert torch.equal(ours[0], want)
+    assert torch.equal(data.batch(torch.zeros(1, dtype=torch.long), None)[0], want)  # and without the mode
+
+
 # ---------------------------------------------------------------- pixel equality with torchvision
 @pytest.mark.parametrize("chans", [1, 3])
 def test_shift_crop_equals_torchvision_pipeline_pixel_for_pixel(chans):
@@ -171,8 +218,8 @@ def test_resized_crop_boxes_follow_torchvision_get_params():
 # ---------------------------------------------------------------- loaders: order, resume, no sync
 def test_device_loader_has_the_dataloader_batches_order_and_val():
     cfg = TrainConfig.preset("quick", train_subset=200)
-    dev = build_loaders(cfg.replace(data_on_device=True))
-    ref = build_loaders(cfg.replace(data_on_device=False))
+    dev = build_loaders(cfg.replace(data_on_device=True), device="cpu")
+    ref = build_loaders(cfg.replace(data_on_device=False), device="cpu")
     assert type(dev[0]).__name__ == "DeviceLoader" and type(ref[0]).__name__ == "DataLoader"
     assert len(dev[0]) == len(ref[0]) and dev[0].batch_size == ref[0].batch_size
     for epoch in (0, 1):
@@ -186,7 +233,7 @@ def test_device_loader_has_the_dataloader_batches_order_and_val():
 
 def test_resume_mid_epoch_gives_the_uninterrupted_batches():
     cfg = TrainConfig.preset("quick", train_subset=256, batch_size=32, data_on_device=True)
-    loader, _, sampler, _ = build_loaders(cfg)
+    loader, _, sampler, _ = build_loaders(cfg, device="cpu")
     loader.generator.manual_seed(5)
     sampler.set_epoch(0)
     list(loader)  # epoch 0 moves the generator
@@ -208,7 +255,7 @@ def test_resume_mid_epoch_gives_the_uninterrupted_batches():
 
 def test_per_batch_path_converts_no_device_tensor_to_python(monkeypatch):
     cfg = TrainConfig.preset("quick", train_subset=256, batch_size=32, data_on_device=True)
-    loader, _, sampler, _ = build_loaders(cfg)
+    loader, _, sampler, _ = build_loaders(cfg, device="cpu")
     sampler.set_epoch(0)
     batches = iter(loader)
     next(batches)  # the epoch's setup (one seed draw, the index list) is allowed to read numbers
@@ -279,8 +326,8 @@ def test_cifar_image_folder_decodes_to_the_dataloader_pixels(tmp_path):
     data = device_images(train_ds, "cpu", 3)
     assert data.images.dtype == torch.uint8 and data.images.shape == (24, 3, 32, 32)
     assert data.augment == dd.ShiftAugment(pad=4, flip_p=0.5, size=32)
-    dev = build_loaders(cfg.replace(data_on_device=True))
-    ref = build_loaders(cfg.replace(data_on_device=False))
+    dev = build_loaders(cfg.replace(data_on_device=True), device="cpu")
+    ref = build_loaders(cfg.replace(data_on_device=False), device="cpu")
     for (xa, ya), (xb, yb) in pairs(dev[1], ref[1]):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     # a train batch: the crops the device drew, reproduced through the PIL pipeline of the DataLoader path
@@ -310,8 +357,8 @@ def test_tiny_imagenet_layout_on_the_device(tmp_path):
     (tmp_path / "val" / "val_annotations.txt").write_text("\n".join(lines))
     cfg = TrainConfig.preset("tiny_imagenet", data_dir=str(tmp_path), img_size=32, batch_size=4, workers=0,
                              num_classes=200)
-    dev = build_loaders(cfg.replace(data_on_device=True))
-    ref = build_loaders(cfg.replace(data_on_device=False))
+    dev = build_loaders(cfg.replace(data_on_device=True), device="cpu")
+    ref = build_loaders(cfg.replace(data_on_device=False), device="cpu")
     assert dev[0].data.augment == dd.ResizedCropAugment(size=32)
     for (xa, ya), (xb, yb) in pairs(dev[1], ref[1]):  # val: Resize(32, bicubic) at decoding, same pixels
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
@@ -326,7 +373,7 @@ def test_mixed_image_sizes_fall_back_or_fail_clearly(tmp_path):
     cfg = TrainConfig.preset("tiny_imagenet", dataset="folder", data_dir=str(tmp_path), img_size=32, batch_size=4,
                              workers=0)
     with pytest.raises(ValueError, match="different sizes"):
-        build_loaders(cfg.replace(data_on_device=True))
+        build_loaders(cfg.replace(data_on_device=True), device="cpu")
     loader = build_loaders(cfg.replace(data_on_device="auto"), device="cpu")[0]
     assert type(loader).__name__ == "DataLoader"  # 'auto' is off on the CPU anyway
 
@@ -334,10 +381,10 @@ def test_mixed_image_sizes_fall_back_or_fail_clearly(tmp_path):
 def test_auto_is_off_on_cpu_and_true_gives_the_dataloaders_batches_on_fake_data():
     assert not dd.wanted("auto", torch.device("cpu"), lambda: 0)
     assert dd.wanted(True, torch.device("cpu"), lambda: 1 << 60)
-    assert type(build_loaders(TrainConfig.preset("quick"))[0]).__name__ == "DataLoader"
+    assert type(build_loaders(TrainConfig.preset("quick"), device="cpu")[0]).__name__ == "DataLoader"
     cfg = TrainConfig.preset("quick", dataset="fake", img_size=16, num_classes=4, data_on_device=True)
-    loader, val, sampler, _ = build_loaders(cfg)
-    ref = build_loaders(cfg.replace(data_on_device=False))
+    loader, val, sampler, _ = build_loaders(cfg, device="cpu")
+    ref = build_loaders(cfg.replace(data_on_device=False), device="cpu")
     sampler.set_epoch(0), ref[2].set_epoch(0)
     for (xa, ya), (xb, yb) in pairs(loader, ref[0]):  # fake: no augmentation, identical batches
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
@@ -350,7 +397,8 @@ def test_train_with_data_on_device_runs_and_resumes_mid_epoch_exactly(tmp_path, 
     train_mod = importlib.import_module("automix_lite.train")
     monkeypatch.setattr(train_mod, "_figures", lambda *a, **k: None)
     kw = dict(dataset="digits", img_size=16, train_subset=48, val_subset=16, batch_size=8, epochs=2, model="resnet_tiny_cifar",
-              method="cutmix", workers=0, amp="off", log_every=1, median_last_k=1, data_on_device=True)
+              method="cutmix", workers=0, amp="off", log_every=1, median_last_k=1, data_on_device=True,
+              device="cpu")
 
     Losses = StepLosses
     ref = Losses()
@@ -415,7 +463,8 @@ def test_ddp_shards_on_the_device_match_the_dataloader_shards():
     for rank in (0, 1):
         dev = build_loaders(cfg.replace(data_on_device=True), distributed=True, rank=rank, world_size=2,
                             device="cpu")
-        ref = build_loaders(cfg.replace(data_on_device=False), distributed=True, rank=rank, world_size=2)
+        ref = build_loaders(cfg.replace(data_on_device=False), distributed=True, rank=rank, world_size=2,
+                            device="cpu")
         assert dev[0].batch_size == 8 and len(dev[0]) == len(ref[0])
         dev[2].set_epoch(3), ref[2].set_epoch(3)
         for (_, ya), (_, yb) in pairs(dev[0], ref[0]):

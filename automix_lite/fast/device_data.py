@@ -17,6 +17,9 @@ synthetic ``fake`` set) and applies the pipeline's random part to a whole batch 
   PIL pipeline's **pixel for pixel** (``tests/test_device_data.py`` checks both).
 
 Then ``/ 255`` and the pipeline's ``Normalize``, in the same float32 operations as ``ToTensor`` + ``Normalize``.
+The 255 is a device tensor, not a Python number: CUDA computes a division by a host scalar as a multiplication
+by its reciprocal, which differs from torchvision's CPU division in the last bit for about half of the byte values;
+a division by a tensor is a true IEEE division on every device (``tests/test_device_data.py`` checks all 256).
 The deterministic head of the pipeline (``Grayscale``, ``Resize``, ``CenterCrop``) runs once, at decoding, with
 the same PIL calls as the ``DataLoader`` path.
 
@@ -76,6 +79,8 @@ class DeviceImages:
                                       f"got {tuple(images.shape)}")
         self.images, self.targets = images, torch.as_tensor(targets, dtype=torch.long).to(images.device)
         self.in_chans, self.augment, self.scale = in_chans, augment, scale
+        # a tensor divisor: a true division on CUDA too (a host scalar would become a multiplication by 1/255)
+        self.divisor = torch.tensor(scale, dtype=torch.float32, device=images.device)  # [] on the device
         self.mean = torch.tensor(mean, dtype=torch.float32, device=images.device).view(-1, 1, 1)  # [C, 1, 1]
         self.std = torch.tensor(std, dtype=torch.float32, device=images.device).view(-1, 1, 1)
 
@@ -114,7 +119,7 @@ class DeviceImages:
             x = self.images[index]
         x = x.float()
         if self.scale != 1.0:
-            x = x / self.scale
+            x = x / self.divisor  # ToTensor's img.div(255), bit for bit
         x = x.expand(-1, self.in_chans, -1, -1)  # [B, C, S, S]
         return (x - self.mean) / self.std
 
