@@ -44,17 +44,44 @@ def test_load_model_infers_in_chans_of_an_older_checkpoint(tmp_path):
     assert torch.equal(model(x), result.model.eval()(x))
 
 
+class _Payload:
+    """Pickled code with a side effect: unpickling it writes ``path`` (a weights-only load must refuse it)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').write('code ran')",))
+
+
 def test_checkpoints_load_with_weights_only_and_refuse_pickled_code(tmp_path):
+    """Catches a load_model that unpickles with weights_only=False (even when the error that follows is wrapped in
+    CheckpointError): the payload's file would then exist. tests/test_torch_floor.py runs this on torch 2.3 too,
+    where torch.load's default is weights_only=False, so deleting the argument from the library fails there."""
     result = _run(tmp_path, "vanilla")
     torch.load(result.out / "checkpoint.pt", weights_only=True)  # raises if anything but tensors / plain values
-
-    class Evil:
-        def __reduce__(self):
-            return (print, ("code ran",))
-
-    torch.save({"model": {}, "payload": Evil()}, tmp_path / "evil.pt")
+    ran = tmp_path / "payload_ran"
+    torch.save({"model": {}, "config": {}, "num_classes": 2, "payload": _Payload(ran)}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError):
         load_model(tmp_path / "evil.pt")
+    assert not ran.exists(), "unpickling ran the checkpoint's code"
+    (tmp_path / "run").mkdir()
+    torch.save({"model": {}, "payload": _Payload(ran)}, tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(CheckpointError):
+        load_model(tmp_path / "run")  # a run folder: the same refusal
+    assert not ran.exists()
+
+
+def test_every_checkpoint_read_asks_for_weights_only(tmp_path, monkeypatch):
+    """The library passes weights_only=True itself instead of relying on torch's default (True from torch 2.6,
+    False before): catches the argument deleted or set to False on any torch version."""
+    result = _run(tmp_path, "automix")
+    calls = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k.get("weights_only", "default")) or real(*a, **k))
+    load_model(result.out)
+    export_classifier(result.out)
+    assert calls and all(w is True for w in calls), calls
 
 
 def test_rng_state_round_trip_through_weights_only(tmp_path):

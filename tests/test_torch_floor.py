@@ -2,7 +2,8 @@
 
 ``.ci/run`` builds a second venv with exactly the floors of pyproject.toml and sets ``AUTOMIX_FLOOR_PYTHON``; this
 test runs the core tests there on this checkout (mixers, Mix Block, AutoMix step, interop, fused pass, transforms,
-the trainer). Locally it skips without that venv (CI requires it: the "floor" suite)."""
+the trainer, saved runs and the refusal of pickled code: on torch 2.3 ``torch.load`` runs pickled code by default).
+Locally it skips without that venv (CI requires it: the "floor" suite)."""
 import os
 import re
 import subprocess
@@ -13,7 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE_TESTS = ("test_mixing.py", "test_mixblock.py", "test_automix.py", "test_interop.py", "test_fused.py",
-              "test_transforms.py", "test_train.py")
+              "test_transforms.py", "test_train.py",
+              # the pickle refusals: torch < 2.6 loads with weights_only=False unless the library asks for True
+              "test_saved.py", "test_user_api.py")
 
 
 def _floors() -> dict[str, str]:
@@ -27,6 +30,13 @@ def test_the_ci_floor_pins_are_the_pyproject_floors():
     floors = _floors()
     assert set(floors) == {"torch", "torchvision", "timm"}
     assert all(pins[k].startswith(v) for k, v in floors.items()), (pins, floors)
+
+
+def test_the_floor_list_names_existing_files_and_the_pickle_refusals():
+    """A renamed test file would make the floor run error out; the pickle refusals must stay on the list (on torch
+    2.3 deleting the library's weights_only=True lets a checkpoint run code, and only the floor run sees it)."""
+    assert all((ROOT / "tests" / t).is_file() for t in CORE_TESTS), CORE_TESTS
+    assert {"test_saved.py", "test_user_api.py"} <= set(CORE_TESTS)
 
 
 @pytest.mark.slow
