@@ -1,0 +1,163 @@
+"""The label-mismatch measurement (automix_lite.trainer.mismatch, benchmarks/label_mismatch.py, docs/label_mismatch.md).
+
+Constructed cases where the answer is known: a *proportional* judge reads each class in proportion to the pixels
+that carry it (images of class k light channel k), so the share it reads is the mask's own area exactly.
+"""
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from automix_lite import mix
+from automix_lite.core.mixing import mix_images
+from automix_lite.trainer.mismatch import area_follow, binned_curve, label_shares, saliency_maps
+
+ROOT = Path(__file__).resolve().parents[1]
+K = 4
+
+
+class Proportional(nn.Module):
+    """logits_k = log(mean of channel k): p(k | x) is the share of the image's mass in channel k."""
+
+    def forward(self, x):
+        return torch.log(x.mean((2, 3)) + 1e-12)
+
+
+def _batch(n=8, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % K
+    x = torch.zeros(n, K, size, size)
+    x[torch.arange(n), y] = 1.0  # class k: channel k all ones
+    perm = torch.arange(n).roll(1)  # partner of a different class (n a multiple of K)
+    return x, y, perm, g
+
+
+def _shares(mask, lam, **kw):
+    x, y, perm, _ = _batch()
+    return label_shares(Proportional().eval(), x, y, perm, mix_images(x, mask, perm), lam, mask, **kw)
+
+
+def test_a_mask_that_copies_only_image_i_gives_share_one():
+    n = 8
+    r = _shares(torch.ones(n, 1, 8, 8), torch.full((n,), 0.3))
+    assert torch.allclose(r.share, torch.ones(n, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(r.mismatch, torch.full((n,), 0.7, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(r.area_mismatch, torch.zeros(n, dtype=torch.float64), atol=1e-9)
+
+
+def test_the_proportional_judge_reads_the_area_of_any_mask():
+    """Share = area; a mask whose area ignores λ mislabels by |area − λ| while carrying its pixels' classes."""
+    g = torch.Generator().manual_seed(1)
+    mask = (torch.rand(8, 1, 8, 8, generator=g) < 0.5).float()
+    lam = torch.rand(8, generator=g)
+    r = _shares(mask, lam)
+    assert torch.allclose(r.share, r.area, atol=1e-9)
+    assert torch.allclose(r.mismatch, (r.area - lam.double()).abs(), atol=1e-9)
+    assert r.summary()["area_mismatch"] < 1e-6
+
+
+@pytest.mark.parametrize("method", ["mixup", "cutmix", "fmix", "gridmix", "smoothmix"])
+def test_hand_crafted_mixes_read_by_the_proportional_judge_carry_their_label(method):
+    x, y, _, g = _batch(n=8, size=16)
+    out = mix(x, y, method, lam=0.3, generator=g)
+    r = label_shares(Proportional().eval(), x, y, out.perm, out.images, out.lam, out.mask)
+    assert r.summary()["mismatch"] < 1e-6  # lam is the realised area and the judge reads the area
+
+
+def test_swapping_the_roles_of_the_pair_gives_one_minus_the_share():
+    """The same mixed images seen from the partner's side: s' = 1 − s, λ' = 1 − λ, the same mismatch."""
+    torch.manual_seed(0)
+    judge = nn.Sequential(nn.Conv2d(K, 6, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(K)).eval()
+    x, y, _, g = _batch()
+    perm = torch.arange(8).flip(0)  # an involution: perm[perm] = id
+    mask = torch.rand(8, 1, 8, 8, generator=g)
+    lam = torch.rand(8, generator=g)
+    mixed = mix_images(x, mask, perm)
+    judge(x)  # materialise the lazy layer
+    a = label_shares(judge, x, y, perm, mixed, lam, mask, saliency=True)
+    b = label_shares(judge, x[perm], y[perm], perm, mixed, 1 - lam, 1 - mask, saliency=True)
+    assert torch.allclose(a.share + b.share, torch.ones(8, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(a.mismatch, b.mismatch, atol=1e-6)
+    assert torch.allclose(a.saliency_share + b.saliency_share, torch.ones(8, dtype=torch.float64), atol=1e-9)
+
+
+def test_saliency_share_is_one_for_all_own_and_zero_for_all_partner():
+    judge = nn.Sequential(nn.Conv2d(K, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 36, K)).eval()
+    x, y, perm, _ = _batch()
+    for fill, want in ((1.0, 1.0), (0.0, 0.0)):
+        mask = torch.full((8, 1, 8, 8), fill)
+        r = label_shares(judge, x, y, perm, mix_images(x, mask, perm), torch.full((8,), 0.5), mask, saliency=True)
+        assert torch.allclose(r.saliency_share, torch.full((8,), want, dtype=torch.float64), atol=1e-9)
+    sal = saliency_maps(judge, x, y)
+    assert sal.shape == (8, 8, 8) and torch.allclose(sal.flatten(1).sum(1), torch.ones(8, dtype=torch.float64))
+
+
+def test_saliency_refuses_mixes_that_are_not_pixel_aligned():
+    x, y, _, g = _batch(n=8, size=16)
+    x = x * torch.rand(8, 1, 16, 16, generator=g)  # textured: a shrunk partner differs from a masked one
+    out = mix(x, y, "resizemix", lam=0.5, generator=g)  # the partner is shrunk, not masked
+    with pytest.raises(ValueError, match="pixel-aligned"):
+        label_shares(Proportional().eval(), x, y, out.perm, out.images, out.lam, out.mask, saliency=True)
+
+
+def test_pairs_of_one_class_are_not_counted():
+    x, y, _, _ = _batch()
+    perm = torch.arange(8)  # everyone with itself
+    mask = torch.full((8, 1, 8, 8), 0.5)
+    r = label_shares(Proportional().eval(), x, y, perm, mix_images(x, mask, perm), torch.full((8,), 0.5), mask)
+    assert not r.valid.any()
+    with pytest.raises(ValueError, match="no valid pair"):
+        r.summary()
+
+
+def _bad_inputs():
+    x, y, perm, _ = _batch()
+    mask, lam = torch.full((8, 1, 8, 8), 0.5), torch.full((8,), 0.5)
+    mixed = mix_images(x, mask, perm)
+    ok = dict(x=x, y=y, perm=perm, mixed=mixed, lam=lam, mask=mask)
+    return ok, [
+        (dict(x=x[0]), "x must be images"), (dict(mixed=mixed[:4]), "mixed must have the shape"),
+        (dict(y=y[:3]), "y must have shape"), (dict(perm=perm + 8), "perm must index"),
+        (dict(lam=lam + 1), "lam must lie"), (dict(mask=mask[:, :, :4]), "mask must be the own-pixel"),
+        (dict(mask=mask * 3), "mask values"), (dict(y=y + K), "exceed the judge"),
+    ]
+
+
+def test_bad_inputs_are_refused_with_a_clear_message():
+    ok, cases = _bad_inputs()
+    for change, msg in cases:
+        kw = {**ok, **change}
+        with pytest.raises(ValueError, match=msg):
+            label_shares(Proportional().eval(), **kw)
+    with pytest.raises(TypeError, match="integer"):
+        label_shares(Proportional().eval(), **{**ok, "y": ok["y"].float()})
+    with pytest.raises(ValueError, match="training mode"):
+        label_shares(Proportional().train(), **ok)
+
+
+def test_binned_curve_and_area_follow_on_known_values():
+    lam = torch.tensor([0.05, 0.15, 0.55, 0.95, 0.99])
+    c = binned_curve(lam, lam * 0 + 0.5, bins=2)
+    assert c["count"] == [2, 3] and c["mean"] == [0.5, 0.5] and c["centre"] == [0.25, 0.75]
+    c = binned_curve(lam, lam, bins=10, valid=torch.tensor([True, True, True, True, False]))
+    assert sum(c["count"]) == 4 and c["mean"][9] == pytest.approx(0.95) and c["mean"][3] != c["mean"][3]  # nan
+    f = area_follow(lam, lam)
+    assert f["slope"] == pytest.approx(1) and f["corr"] == pytest.approx(1) and f["mean_abs_area_minus_lam"] == 0
+    f = area_follow(lam, torch.full_like(lam, 0.5))
+    assert f["slope"] == 0 and f["corr"] == 0
+    assert area_follow(lam, 0.2 * lam + 0.4)["slope"] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="does not vary"):
+        area_follow(torch.full((3,), 0.5), lam[:3])
+    with pytest.raises(ValueError, match="bins"):
+        binned_curve(lam, lam, bins=0)
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("label_mismatch", ROOT / "benchmarks" / "label_mismatch.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
