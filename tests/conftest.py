@@ -1,5 +1,7 @@
 """Shared test set-up. automix_lite is imported before any test module imports torch, so the test processes run
 with OpenMP's passive wait like the CLI (automix_lite/_omp.py) and tests see no 'torch imported first' warning."""
+import os
+
 import automix_lite  # noqa: F401  (first: chooses OpenMP's wait policy before torch loads)
 
 
@@ -51,8 +53,6 @@ def _suite_of(nodeid: str) -> str | None:
 
 
 def _required() -> set[str]:
-    import os
-
     return {s.strip() for s in os.environ.get("AUTOMIX_REQUIRE_SUITES", "").split(",") if s.strip()}
 
 
@@ -75,6 +75,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_terminal_summary(terminalreporter):
+    _write_run_record(terminalreporter)
     lines = []
     for suite in OPTIONAL_SUITES:
         got = _SUITE_OUTCOMES.get(suite, [])
@@ -84,3 +85,71 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_sep("-", "optional suites")
     for line in lines:
         terminalreporter.write_line(line)
+
+
+# ---------------------------------------------------------------- CI: the README's run and the slow run, summed
+# .ci/run runs the suite twice (the README's command, ``-m "not slow"``, then ``-m slow``) with AUTOMIX_RUN_LOG set:
+# each run appends one JSON line, and ``ci_summary`` checks that the two runs together ran every collected test
+# and every promised suite.
+_SELECTED: list[int] = [0]
+# taken out of the environment so that a pytest a test starts in a subprocess does not write to it
+_RUN_LOG = os.environ.pop("AUTOMIX_RUN_LOG", None)
+
+
+def pytest_collection_finish(session):
+    _SELECTED[0] = len(session.items)  # after -m deselected the others
+
+
+def _write_run_record(terminalreporter) -> None:
+    import json
+
+    if not _RUN_LOG:
+        return
+    stats = terminalreporter.stats
+    count = {k: len(stats.get(k, [])) for k in ("passed", "failed", "skipped", "error", "xfailed", "xpassed")}
+    deselected = len(stats.get("deselected", []))
+    record = {"markexpr": terminalreporter.config.option.markexpr, "collected": _SELECTED[0] + deselected,
+              "selected": _SELECTED[0], **count, "suites": {s: _SUITE_OUTCOMES.get(s, []) for s in OPTIONAL_SUITES}}
+    with open(_RUN_LOG, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def ci_summary(records: list[dict], required: set[str]) -> tuple[list[str], list[str]]:
+    """(lines to print, problems) for the runs of one CI job: together they must run each collected test exactly
+    once, fail none, and pass every required optional suite (a promised suite that did not run is a problem)."""
+    lines, problems = [], []
+    for r in records:
+        lines.append(f"-m {r['markexpr']!r:12s} {r['selected']:4d} of {r['collected']} collected: "
+                     + ", ".join(f"{r[k]} {k}" for k in ("passed", "failed", "skipped", "error") if r[k]))
+        if r["failed"] or r["error"]:
+            problems.append(f"-m {r['markexpr']!r}: {r['failed']} failed, {r['error']} errors")
+    collected = {r["collected"] for r in records}
+    total = sum(r["selected"] for r in records)
+    if not records or len(collected) != 1 or total != next(iter(collected)):
+        problems.append(f"the runs together selected {total} tests of {sorted(collected)} collected: some test ran "
+                        "twice or in neither run")
+    lines.append(f"together: {total} tests ran, {sum(r['passed'] for r in records)} passed")
+    for suite in OPTIONAL_SUITES:
+        got = [o for r in records for o in r["suites"].get(suite, [])]
+        counts = ", ".join(f"{got.count(o)} {o}" for o in ("passed", "failed", "skipped") if got.count(o))
+        lines.append(f"suite {suite:10s} {counts or 'did not run'}{'  (required)' if suite in required else ''}")
+        if suite in required and (not got or any(o != "passed" for o in got)):
+            problems.append(f"required suite {suite!r}: {counts or 'did not run'}")
+    return lines, problems
+
+
+def main(argv: list[str]) -> int:
+    """``python tests/conftest.py RUN_LOG``: print .ci/run's summary; exit 1 on a problem."""
+    import json
+
+    records = [json.loads(line) for line in open(argv[0]) if line.strip()]
+    lines, problems = ci_summary(records, _required())
+    for line in lines + [f"ERROR: {p}" for p in problems]:
+        print(f"[ci] {line}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
