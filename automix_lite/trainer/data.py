@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .config import TrainConfig
-from .fastpaths import check_device_images, fallback_warning
+from .fastpaths import check_device_images, fallback_reason, fallback_warning
 from .sources import _generator, _transforms, digits_datasets, fashion_datasets, file_datasets, read_idx  # noqa: F401
 from .datasets import (FakeImageDataset, InMemoryImageDataset, LabelledView, _FileListDataset, _subset,  # noqa: F401
                        _targets, corrupt_labels, decoded_nbytes, device_images)
@@ -205,7 +205,7 @@ def _device_loaders(cfg: TrainConfig, train_ds: Dataset, val_ds: Dataset, info: 
     except Exception as e:  # noqa: BLE001 - out of memory while decoding, or any other failure of the fast path
         if cfg.data_on_device is True:
             raise
-        reason = f"{type(e).__name__}: {e}"
+        reason = fallback_reason(e)  # a device fault (illegal memory access, device-side assert) re-raises
     if reason is not None:
         train_data = val_data = None
         if device.type == "cuda":
