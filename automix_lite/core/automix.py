@@ -56,8 +56,8 @@ from .models import (LinearHead, check_image_size, create_backbone, default_feat
                      stage_channels)
 from .schedules import ema_, mask_loss_weight_at, momentum_at
 
-__all__ = ["AutoMix", "AutoMixAugment", "StepDraws", "momentum_at", "mask_loss_weight_at", "HEADS", "mixed_ce",
-           "draw_pairing", "ema_tensors", "mask_mix"]
+__all__ = ["AutoMix", "AutoMixAugment", "StepAblation", "StepDraws", "momentum_at", "mask_loss_weight_at", "HEADS",
+           "mixed_ce", "draw_pairing", "ema_tensors", "mask_mix"]
 
 HEADS = ("one_k", "mix_k", "one_q", "mix_q")
 
@@ -147,6 +147,23 @@ class StepDraws:
                 "lam_bb": torch.tensor(self.lam_bb, dtype=torch.float64),
                 "mask_loss_weight": torch.tensor(w_mask), "fallback": torch.tensor(float(self.fallback)),
                 "mb_trained": torch.tensor(float(self.train_mb))}
+
+
+@dataclass(frozen=True)
+class StepAblation:
+    """One-factor changes of the step for the ablation study (benchmarks/ablations.py, notebook 02c); the
+    default changes nothing. (No mask loss and no λ-margin fallback are the options ``mask_loss_weight=0`` and
+    ``lam_margin=-1``.) ``detach_mask_bb=False``: L_mix_q's gradient reaches the Mix Block through M_bb;
+    ``shared_lam``: λ_bb = λ_mb (both λs are still drawn: the same stream); ``judge="online"``: L_mix_k by the
+    online encoder and its mix head (whose parameters its gradient then trains too) instead of the momentum ones."""
+
+    detach_mask_bb: bool = True
+    shared_lam: bool = False
+    judge: str = "momentum"
+
+    def __post_init__(self) -> None:
+        if self.judge not in ("momentum", "online"):
+            raise ValueError(f"judge must be 'momentum' or 'online', got {self.judge!r}")
 
 
 def ema_tensors(model: "AutoMix") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -246,11 +263,13 @@ class AutoMix(nn.Module):
         return [p for p in self.mix_block.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------ random draws (host side)
-    def draw(self, n: int, generator: torch.Generator | None = None) -> StepDraws:
+    def draw(self, n: int, generator: torch.Generator | None = None, shared_lam: bool = False) -> StepDraws:
         """Every random draw of one step (docs/algorithm.md#one-training-step), made on the host before any
         device work: λ_mb, λ_bb, the two pairings, whether the Mix Block branch runs (``switch_off``) and
-        whether ``mask_adjust`` applies. The draw order is fixed, so one generator seed gives one step."""
+        whether ``mask_adjust`` applies. The draw order is fixed, so one generator seed gives one step.
+        ``shared_lam`` (an ablation, ``StepAblation``): λ_bb = λ_mb."""
         lam_mb, lam_bb = sample_lam(self.alpha, generator), sample_lam(self.alpha, generator)
+        lam_bb = lam_mb if shared_lam else lam_bb
         perm_mb = draw_pairing(n, generator, self.no_repeat_perm, shift_on_failure=True)
         perm_bb = draw_pairing(n, generator, self.no_repeat_perm, shift_on_failure=False)
         # OpenMixup forward_k: skip the Mix Block branch when rand > switch_off (cos_annealing stays 1)
@@ -288,7 +307,8 @@ class AutoMix(nn.Module):
 
     # ------------------------------------------------------------------ training
     def training_step(self, x: torch.Tensor, y: torch.Tensor, step: int = 0, total_steps: int = 1, *,
-                      generator: torch.Generator | None = None, check_labels: bool = True) -> dict[str, torch.Tensor]:
+                      generator: torch.Generator | None = None, check_labels: bool = True,
+                      ablation: StepAblation | None = None) -> dict[str, torch.Tensor]:
         """One AutoMix iteration (docs/algorithm.md#one-training-step): ``draw``, then ``losses``.
 
         Call ``loss.backward()``, the optimizer, then ``momentum_update``.
@@ -298,19 +318,22 @@ class AutoMix(nn.Module):
         exact draws, float64), ``mask_loss_weight``, ``fallback`` (1 if λ_bb hit the margin), ``mb_trained``,
         and for callbacks ``mask_mb`` / ``mask_bb`` [N, 2, H, W] (detached) with ``perm_mb`` / ``perm_bb``.
         ``check_labels=False`` skips the label-range check (a device read; a trainer checks its labels once).
+        ``ablation``: a ``StepAblation`` (None: the step above; only this readable step knows ablations).
         """
         check_batch(x, y, self.num_classes, self.in_chans, check_labels)
-        d = self.draw(x.shape[0], generator)
+        d = self.draw(x.shape[0], generator, shared_lam=ablation is not None and ablation.shared_lam)
         w_mask = mask_loss_weight_at(step, total_steps, self.mask_loss_weight, self.mask_loss_schedule)
-        return {**self.losses(x, y, d, w_mask), **d.record(w_mask)}
+        return {**self.losses(x, y, d, w_mask, ablation), **d.record(w_mask)}
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, d: StepDraws, w_mask: float) -> dict[str, torch.Tensor]:
+    def losses(self, x: torch.Tensor, y: torch.Tensor, d: StepDraws, w_mask: float,
+               ablation: StepAblation | None = None) -> dict[str, torch.Tensor]:
         """The four losses of one step for the draws ``d`` (docs/algorithm.md#one-training-step, steps 2-8)."""
-        size = x.shape[-2:]
+        ab, size = ablation or StepAblation(), x.shape[-2:]
         perm_mb, perm_bb = _to_device(d.perm_mb, x.device), _to_device(d.perm_bb, x.device)
         z = self.feature_map(x, stop_early=self.momentum_features == "early_stop")  # [N, C, h, w], no grad
         mask_mb = self.mix_block(z, d.lam_mb, perm_mb, size)  # [N, 2, H, W], keeps the graph
-        mask_bb = self.mix_block(z, d.lam_bb, perm_bb, size).detach()  # [N, 2, H, W], no grad into the block
+        mask_bb = self.mix_block(z, d.lam_bb, perm_bb, size)  # [N, 2, H, W]
+        mask_bb = mask_bb.detach() if ab.detach_mask_bb else mask_bb  # detached: no grad into the block
         if d.adjust:  # λ_bb as float32 scalars: Python-float division would round differently in the last bit
             lam_bb = torch.tensor([d.lam_bb, 1 - d.lam_bb], dtype=torch.float32, device=x.device)
             mask_bb = adjust_mask(mask_bb, lam_bb[0], lam_bb[1])
@@ -321,13 +344,15 @@ class AutoMix(nn.Module):
         loss_mix_k = x.new_zeros((), dtype=torch.float32)
         if d.train_mb:  # the frozen momentum network judges the Mix Block's mix; grad flows to x_mb only
             x_mb = mask_mix(x, mask_mb, perm_mb)  # [N, C, H, W]
-            loss_mix_k = mixed_ce(self.head_mix_k(self.backbone_k(x_mb)), y, perm_mb, d.lam_mb, 1 - d.lam_mb)
+            judge, head = ((self.backbone_k, self.head_mix_k) if ab.judge == "momentum"
+                           else (self.backbone_q, self.head_mix_q))
+            loss_mix_k = mixed_ce(head(judge(x_mb)), y, perm_mb, d.lam_mb, 1 - d.lam_mb)
         x_bb = mask_mix(x, mask_bb, perm_bb)  # [N, C, H, W]
         loss_one_q = F.cross_entropy(self.head_one_q(self.backbone_q(x)).float(), y)
         loss_mix_q = mixed_ce(self.head_mix_q(self.backbone_q(x_bb)), y, perm_bb, d.lam_bb, 1 - d.lam_bb)
         return {"loss": loss_one_q + loss_mix_q + loss_mix_k + w_mask * loss_mask,
                 "loss_one_q": loss_one_q, "loss_mix_q": loss_mix_q, "loss_mix_k": loss_mix_k, "loss_mask": loss_mask,
-                "mask_mb": mask_mb.detach(), "perm_mb": perm_mb, "mask_bb": mask_bb, "perm_bb": perm_bb}
+                "mask_mb": mask_mb.detach(), "perm_mb": perm_mb, "mask_bb": mask_bb.detach(), "perm_bb": perm_bb}
 
     def momentum_at(self, step: int, total_steps: int) -> float:
         """Scheduled EMA momentum for ``step`` (docs/algorithm.md#momentum-schedule)."""
