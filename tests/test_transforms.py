@@ -1,7 +1,6 @@
 """MixTargets against timm.data.Mixup and torchvision.transforms.v2.MixUp / CutMix on the same λ, pairing and box."""
 import numpy as np
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -12,6 +11,7 @@ from automix_lite import mix
 from automix_lite.core.mixing import sample_pairs
 from automix_lite.transforms import MixTargets
 
+timm = pytest.importorskip("timm")  # before any use: the peers are optional for this file, not a hard import
 timm_mixup = pytest.importorskip("timm.data.mixup")
 v2 = pytest.importorskip("torchvision.transforms.v2")
 
@@ -96,11 +96,19 @@ def test_pairings():
 
 
 def test_default_pairing_is_unchanged():
-    """pairing='random' is the draw the trainer always made: same generator stream, same result."""
+    """pairing='random' is the draw the trainer always made, rebuilt here from the primitives: λ, then
+    torch.randperm on the same generator, then the box centre. Catches a default that moved to 'flip' / 'roll'
+    or a pairing drawn from another stream or in another order."""
     x, y = _batch()
-    a = mix(x, y, "cutmix", generator=torch.Generator().manual_seed(3))
-    b = mix(x, y, "cutmix", generator=torch.Generator().manual_seed(3), pairing="random")
-    assert torch.equal(a.images, b.images) and torch.equal(a.perm, b.perm)
+    g = torch.Generator().manual_seed(3)
+    lam = mixing.sample_lam(1.0, g)
+    perm = torch.randperm(6, generator=g)
+    keep = masks.box_mask(12, 12, masks.cutmix_box(12, 12, lam, g))  # [1, 1, 12, 12]: 1 = own pixel
+    want = x * keep + x[perm] * (1 - keep)
+    for out in (mix(x, y, "cutmix", generator=torch.Generator().manual_seed(3)),
+                MixTargets(5, "cutmix", generator=torch.Generator().manual_seed(3)).mix_output(x, y)):
+        assert torch.equal(out.perm, perm) and torch.equal(out.images, want)
+        assert torch.equal(out.target_b, y[perm])
 
 
 def test_prob_switch_prob_and_smoothing():
@@ -121,14 +129,27 @@ def test_prob_switch_prob_and_smoothing():
 
 
 def test_collate_fn_in_a_dataloader_and_soft_target_loss():
+    """collate mixes each batch the loader forms exactly as a direct call with the same generator stream would,
+    and its targets are the λ-weighted labels that timm's / torchvision's soft-target CE expects: catches a
+    collate that drops the mix, mixes the wrong samples or returns one-hot / unnormalised targets."""
     x, y = _batch(n=8)
     t = MixTargets(5, "cutmix", generator=torch.Generator().manual_seed(1))
+    ref = MixTargets(5, "cutmix", generator=torch.Generator().manual_seed(1))
     loader = DataLoader(TensorDataset(x, y), batch_size=4, collate_fn=t.collate)
-    for images, targets in loader:
-        assert images.shape == (4, 3, 12, 12) and targets.shape == (4, 5)
+    batches = list(loader)
+    assert len(batches) == 2
+    for i, (images, targets) in enumerate(batches):
+        xb, yb = x[4 * i:4 * i + 4], y[4 * i:4 * i + 4]
+        out = ref.mix_output(xb, yb)
+        assert torch.equal(images, out.images) and not torch.equal(images, xb)  # mixed, as the direct call
+        lam = out.lam[:, None]  # [4, 1]: the realised own area of each box
+        want = lam * F.one_hot(yb, 5) + (1 - lam) * F.one_hot(yb[out.perm], 5)
+        torch.testing.assert_close(targets, want, rtol=0, atol=1e-6)
         logits = torch.randn(4, 5, requires_grad=True)
-        F.cross_entropy(logits, targets).backward()  # the soft-target CE timm and torchvision use
-        assert logits.grad is not None
+        loss = F.cross_entropy(logits, targets)  # the soft-target CE timm and torchvision use
+        loss.backward()
+        torch.testing.assert_close(loss, -(targets * logits.log_softmax(1)).sum(1).mean())
+        torch.testing.assert_close(logits.grad, (logits.softmax(1) - targets).detach() / 4)
 
 
 def test_bad_arguments():
