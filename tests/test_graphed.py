@@ -140,3 +140,26 @@ def test_captured_graph_equals_its_eager_twin_on_cuda():
     assert len(runs[0][0]._graphs) >= 1
     a, b = graph_model.state_dict(), eager_model.state_dict()
     assert max(_rel(a[k], b[k]) for k in a) <= 1e-4
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_graph_key_runs_eagerly_before_it_is_captured(seed):
+    """Issue 29, item 7: with ``switch_off`` the Mix Block's on and off branches are two graphs; the warm-up used to
+    count calls, so a branch first drawn after it was captured without ever running eagerly (its kernels and
+    cuDNN plans first used inside the capture). Run on the CPU with the capture replaced by a recorder."""
+    torch.manual_seed(0)
+    model = AutoMix("resnet_tiny_cifar", 5, switch_off=0.5)
+    step = GraphedStep(model, _sgd(model.online_parameters() + model.mix_block_parameters()), total_steps=12,
+                       warmup=1)
+    step.use_graph = True  # the CUDA decisions, with the device work below done eagerly and recorded
+    log = []
+    step._eager = lambda key: log.append(("eager", key)) or step._body(*key)
+    step._replay = lambda key: log.append(("replay", key)) or step._body(*key)
+    g = torch.Generator().manual_seed(seed)
+    for i, (x, y) in enumerate(_batches(12)):
+        step(x, y, i, g)
+    firsts = {}
+    for path, key in log:
+        firsts.setdefault(key, path)
+    assert len(firsts) == 2 and all(path == "eager" for path in firsts.values()), log
+    assert sum(path == "replay" for path, _ in log) >= 8  # the rest replays

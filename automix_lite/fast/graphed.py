@@ -29,7 +29,8 @@ a non-finite loss is not skipped (the update is already applied when the host co
 ``out["loss"]`` and stop). With ``switch_off`` two graphs are captured (Mix Block branch on / off), each
 with its own memory. ``p.grad`` holds the gradients of the last captured graph, not necessarily of the last
 step. The first ``warmup`` calls run eagerly (real training steps) to initialise optimizer state and
-library workspaces before the capture.
+library workspaces before the capture, and so does the first call of every graph key (with ``switch_off`` the
+branch without the Mix Block may first come after the warm-up): no branch is captured before it ran eagerly.
 """
 from __future__ import annotations
 
@@ -122,6 +123,7 @@ class GraphedStep:
         self._static: dict[str, torch.Tensor] | None = None
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict]] = {}
         self._hyper: tuple | None = None
+        self._warm: set[tuple] = set()  # graph keys that have run eagerly at least once
 
     # ------------------------------------------------------------------ host side of a step
     def _buffers(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -220,8 +222,9 @@ class GraphedStep:
                              f"{tuple(self._static['x'].shape)} {self._static['x'].dtype} (use drop_last=True)")
         key, info = self._load(x, y, step, generator)
         self.calls += 1
-        if not self.use_graph or self.calls <= self.warmup:
+        if not self.use_graph or self.calls <= self.warmup or key not in self._warm:
             out = self._eager(key)
+            self._warm.add(key)  # this branch's kernels and library plans now exist outside any capture
         else:
             out = self._replay(key)
         return {**out, **info}
