@@ -4,12 +4,17 @@
 * the ensemble head is the mean of the *squared* logits of the four heads (a mutant averaged raw logits);
 * ``att_norm`` is applied after the Mix Block's query/key conv (a mutant skipped it).
 """
+import json
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
 
 import automix_lite.fast.step as fast_step
 from automix_lite import AutoMix, MixBlock
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_auto_online_pass_is_separate_on_the_cpu(monkeypatch):
@@ -57,16 +62,42 @@ def test_att_norm_is_applied_to_queries_and_keys(att_norm, norm_type):
     assert isinstance(plain.query.norm, nn.Identity)
 
 
-def test_every_named_mutant_still_applies_once():
-    """benchmarks/mutants.py would report "NOT APPLIED" after a refactor moved the code it mutates."""
+def _script():
     import importlib.util
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("bench_mutants", root / "benchmarks" / "mutants.py")
+    spec = importlib.util.spec_from_file_location("bench_mutants", ROOT / "benchmarks" / "mutants.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # its dataclass looks the module up
     spec.loader.exec_module(mod)
-    counts = {m.name: (root / "automix_lite" / m.path).read_text().count(m.old) for m in mod.MUTANTS}
+    return mod
+
+
+def test_every_named_mutant_still_applies_once():
+    """benchmarks/mutants.py would report "NOT APPLIED" after a refactor moved the code it mutates."""
+    mod = _script()
+    counts = {m.name: (ROOT / "automix_lite" / m.path).read_text().count(m.old) for m in mod.MUTANTS}
     assert counts and all(n == 1 for n in counts.values()), counts
+    missing = [t for m in mod.MUTANTS for t in m.tests if not (ROOT / t.split("::")[0]).is_file()]
+    assert not missing, missing
+
+
+def test_the_copy_is_a_working_clone():
+    """The script once copied only automix_lite/ and tests/: conftest.py, benchmarks/ and the notebooks were
+    missing, the test above failed in every copy and the control run failed (exit 2). Here the control of one test
+    file runs in a fresh copy and must pass."""
+    mod = _script()
+    control = mod.run_mutant(mod.Mutant("control", "core/automix.py", "", "", (mod.APPLIES_ONCE,)), timeout=300)
+    assert control["result"] == "SURVIVED", control  # survived = the tests passed on the unchanged copy
+
+
+@pytest.mark.slow  # the control and 11 mutants, each a run of its test files in a fresh copy
+def test_the_script_passes_its_control_and_kills_every_mutant(tmp_path):
+    """What `python benchmarks/mutants.py` promises, from a clean copy of the repository: the control passes (exit
+    2 otherwise) and every named mutant is killed by its tests (exit 1 otherwise)."""
+    mod = _script()
+    out = tmp_path / "mutants.json"
+    assert mod.main(["--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert [r["mutant"] for r in record["mutants"]] == [m.name for m in mod.MUTANTS]
+    assert all(r["result"].startswith("killed") for r in record["mutants"]), record["mutants"]
