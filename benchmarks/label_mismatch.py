@@ -153,22 +153,26 @@ def mix_batch(method: str, models: dict, x: torch.Tensor, y: torch.Tensor, lam: 
     return out.images, out.lam, out.mask
 
 
+def mixed_draw(method: str, models: dict, x, y, seed: int, batch: int):
+    """One draw for one mixer over all images: (indices, perm, mixed, λ per image, own mask), batches concatenated
+    (each batch's partner k <-> n-1-k; ``perm`` indexes the concatenation)."""
+    parts = [(idx, *mix_batch(method, models, x[idx], y[idx], lam, gseed)) for idx, lam, gseed in draws(len(x), batch, seed)]
+    flip = torch.arange(batch).flip(0)
+    perm = torch.cat([k * batch + flip for k in range(len(parts))])
+    return (torch.cat([p[0] for p in parts]), perm, *(torch.cat([p[i] for p in parts]) for i in (1, 2, 3)))
+
+
 def measure(models: dict, judges: dict, x, y, methods: list[str], seeds: list[int], batch: int) -> dict:
-    """{judge: {method: {"per_draw": [summary per draw], "pairs": pooled per-pair tensors}}}."""
+    """{judge: {method: {"per_draw": [summary per draw], "pairs": pooled per-pair fields}}}."""
     res: dict = {j: {m: {"per_draw": [], "pairs": []} for m in methods} for j in judges}
-    perm = torch.arange(batch).flip(0)
     for seed in seeds:
         for m in methods:
-            per_judge = {j: [] for j in judges}
-            for idx, lam, gseed in draws(len(x), batch, seed):
-                mixed, lam_v, own = mix_batch(m, models, x[idx], y[idx], lam, gseed)
-                for j, judge in judges.items():
-                    sal = j == MAIN_JUDGE and m != "resizemix"  # ResizeMix shrinks the partner: not pixel-aligned
-                    per_judge[j].append(label_shares(judge, x[idx], y[idx], perm, mixed, lam_v, own, saliency=sal))
-            for j, parts in per_judge.items():
-                pooled = {f: torch.cat([getattr(p, f) for p in parts]) if getattr(parts[0], f) is not None else None
-                          for f in ("share", "lam", "area", "mismatch", "area_mismatch", "p_pair", "valid",
-                                    "saliency_share")}
+            idx, perm, mixed, lam_v, own = mixed_draw(m, models, x, y, seed, batch)
+            for j, judge in judges.items():
+                sal = j == MAIN_JUDGE and m != "resizemix"  # ResizeMix shrinks the partner: not pixel-aligned
+                r = label_shares(judge, x[idx], y[idx], perm, mixed, lam_v, own, saliency=sal)
+                pooled = {f: getattr(r, f) for f in ("share", "lam", "area", "mismatch", "area_mismatch", "p_pair",
+                                                     "valid", "saliency_share")}
                 res[j][m]["pairs"].append(pooled)
                 res[j][m]["per_draw"].append(_summary(pooled))
     return res
@@ -225,7 +229,10 @@ def markdown(result: dict) -> str:
              "judge's belief on either class. Mean ± std over draws; lower mismatch = the mix carries its label.", ""]
     for ds, d in result["datasets"].items():
         s = d["summary"]
-        lines += [f"### {ds}", "", f"Judges (clean top-1 on these images): " + ", ".join(
+        dp = d.get("provenance", prov)
+        lines += [f"### {ds}", "", f"Measured by `{dp['command']}` on {dp['date_utc']} ({dp['hardware']['cpu_model']}, "
+                  f"load average {dp['hardware']['loadavg_at_start'][0]:.1f} at the start).", "",
+                  "Judges (clean top-1 on these images): " + ", ".join(
             f"{j} {v:.1f} %" for j, v in d["clean_top1"].items()) + f". Mask models: {d['models']}.", "",
                   f"Judge **{MAIN_JUDGE}** ({d['judge_source']}):", "",
                   "| mixer | E\\|s − λ\\| | E\\|s − area\\| | bias s − λ | area ~ λ slope (corr) | saliency | "
@@ -247,6 +254,27 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def doc_block(result: dict) -> str:
+    """The headline table docs/label_mismatch.md quotes (tests/test_label_mismatch.py keeps the two equal)."""
+    lines = []
+    for ds, d in result["datasets"].items():
+        s = d["summary"]
+        alt = [j for j in s if j.startswith("vanilla_")]
+        lines += [f"**{ds}** ({d['images']} validation images, draws {result['settings']['seeds']}; judge top-1 on "
+                  f"them {d['clean_top1'][MAIN_JUDGE]:.1f} %)", "",
+                  "| mixer | E\\|s − λ\\| | E\\|s − area\\| | area ~ λ slope | "
+                  + "".join(f"E\\|s − λ\\| judge {j} | " for j in alt) + "E\\|s − λ\\| own encoder |",
+                  "|---|---:|---:|---:|" + "---:|" * (len(alt) + 1)]
+        for m, r in sorted(s[MAIN_JUDGE].items(), key=lambda kv: kv[1]["mismatch"]["mean"]):
+            own = s.get(f"{m}.mix_k", {}).get(m)
+            lines.append(f"| {m} | {r['mismatch']['mean']:.3f} ± {r['mismatch']['std']:.3f} | "
+                         f"{r['area_mismatch']['mean']:.3f} | {r['area_follow']['slope']:.2f} | "
+                         + "".join(f"{s[j][m]['mismatch']['mean']:.3f} | " for j in alt)
+                         + (f"{own['mismatch']['mean']:.3f} |" if own else "— |"))
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def judge_gap(summary: dict) -> dict:
     """{own judge: {mixer: E|s − λ| by the AutoMix model's own encoder − by the vanilla judge}} for its mixer."""
     return {j: {m: summary[j][m]["mismatch"]["mean"] - summary[MAIN_JUDGE][m]["mismatch"]["mean"]
@@ -263,9 +291,9 @@ def run_dataset(name: str, loaded: tuple, args, judge_source: str) -> dict:
     summary = summarize(measure(models, judges, x, y, methods, args.seeds, args.batch))
     print(f"[label_mismatch] {name}: {len(methods)} mixers x {len(judges)} judges in {time.time() - t0:.0f} s",
           flush=True)
-    return {"images": len(x), "models": {m: _describe(mdl) for m, mdl in models.items()},
-            "judge_source": judge_source, "clean_top1": clean_top1(judges, x, y), "summary": summary,
-            "judge_gap": judge_gap(summary)}
+    return {"provenance": provenance(torch.device("cpu"), args.seeds[0], args.argv), "measure_s": time.time() - t0,
+            "images": len(x), "models": {m: _describe(mdl) for m, mdl in models.items()}, "judge_source": judge_source,
+            "clean_top1": clean_top1(judges, x, y), "summary": summary, "judge_gap": judge_gap(summary)}
 
 
 def _describe(model) -> str:
@@ -274,7 +302,7 @@ def _describe(model) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--datasets", nargs="+", choices=["digits", "fashion"], default=["digits", "fashion"])
+    p.add_argument("--datasets", nargs="*", choices=["digits", "fashion"], default=["digits", "fashion"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="draws: pairs, λ, mixer draws")
     p.add_argument("--images", type=int, default=500)
     p.add_argument("--batch", type=int, default=20)
@@ -284,11 +312,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--tag", default="label_mismatch")
     p.add_argument("--quick", action="store_true", help="smoke mode: 1-epoch trainings, 40 images, digits only")
+    p.add_argument("--merge", nargs="*", type=Path, default=[],
+                   help="results JSONs of earlier runs (e.g. one data set each): their data sets are kept")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    args.argv = argv
     if args.quick:
         args.images, args.batch, args.datasets, args.seeds = 40, 10, ["digits"], args.seeds[:2]
     torch.set_num_threads(args.threads)
@@ -297,6 +328,9 @@ def main(argv: list[str] | None = None) -> dict:
                            "lam": "U(0, 1) per batch", "pairing": "flip within a batch", "quick": args.quick,
                            "mixers": pixel_mixers()},
               "datasets": {}}
+    for path in args.merge:  # each data set keeps the provenance of the run that measured it
+        old = json.loads(path.read_text())
+        result["datasets"].update({k: {"provenance": old["provenance"], **d} for k, d in old["datasets"].items()})
     for ds in args.datasets:
         if ds == "digits":
             src = "quick preset, method vanilla, seed 1, this script's run"

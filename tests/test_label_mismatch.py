@@ -161,3 +161,52 @@ def _bench():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_benchmark_dry_run_covers_every_pixel_mixer_and_reuses_its_trainings(tmp_path, monkeypatch):
+    lm = _bench()
+    args = ["--quick", "--out", str(tmp_path / "res"), "--runs-dir", str(tmp_path / "runs")]
+    result = lm.main(args)
+    digits = result["datasets"]["digits"]
+    mixers = set(lm.pixel_mixers())
+    assert mixers == {"mixup", "cutmix", "fmix", "resizemix", "saliencymix", "smoothmix", "gridmix"}
+    assert set(digits["summary"]["vanilla"]) == mixers | {"automix", "automix_lamcat"}
+    assert set(digits["summary"]) == {"vanilla", "automix.mix_k", "automix_lamcat.mix_k"}
+    assert "saliency_mismatch" in digits["summary"]["vanilla"]["cutmix"]
+    assert "saliency_mismatch" not in digits["summary"]["vanilla"]["resizemix"]  # not pixel-aligned
+    for f in ("json", "md", "png"):
+        assert (tmp_path / "res" / f"label_mismatch.{f}").stat().st_size > 0
+    on_disk = json.loads((tmp_path / "res" / "label_mismatch.json").read_text())
+    assert on_disk["provenance"]["command"].endswith(" ".join(args)) and on_disk["settings"]["seeds"] == [0, 1]
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run with the same config must be loaded, not trained again")
+    monkeypatch.setattr(lm, "train", no_training)
+    again = lm.main(args)  # same draws, same cached models: the same numbers
+    assert again["datasets"]["digits"]["summary"] == json.loads(json.dumps(digits["summary"]))
+
+
+def test_the_mixers_use_the_pairs_and_lambda_asked_for():
+    """Every mixer of the study sees the same pairs and the same λ per batch (what makes the rows comparable)."""
+    lm = _bench()
+    x, y = torch.randn(40, 3, 16, 16), torch.arange(40) % 10
+    want = lm.draws(40, 10, seed=3)
+    assert want == lm.draws(40, 10, seed=3) and want != lm.draws(40, 10, seed=4)
+    for m in lm.pixel_mixers():
+        idx, perm, mixed, lam, own = lm.mixed_draw(m, {}, x, y, 3, 10)
+        assert torch.equal(idx, torch.cat([w[0] for w in want]))
+        assert torch.equal(perm[:10], torch.arange(10).flip(0)) and torch.equal(perm[10:20], 10 + perm[:10])
+        if m in ("mixup", "fmix", "resizemix"):  # their area is λ (ResizeMix: up to its rounded patch side)
+            lam_b = torch.tensor([w[1] for w in want]).repeat_interleave(10).float()
+            assert torch.allclose(lam, lam_b, atol=0.13 if m == "resizemix" else 1e-2)
+
+
+def test_the_numbers_docs_label_mismatch_quotes_are_the_results_file():
+    lm = _bench()
+    result = json.loads((ROOT / "benchmarks" / "results" / "label_mismatch.json").read_text())
+    doc = (ROOT / "docs" / "label_mismatch.md").read_text()
+    block = re.search(r"<!-- results:begin -->\n(.*?)<!-- results:end -->", doc, re.S)
+    assert block, "docs/label_mismatch.md must hold the generated results block"
+    assert block.group(1) == lm.doc_block(result), "stale: paste benchmarks/label_mismatch.py's doc_block again"
+    for phrase, value in _quoted(result).items():
+        assert phrase.format(value) in doc, f"docs/label_mismatch.md should say: {phrase.format(value)}"
