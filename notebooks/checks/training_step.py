@@ -28,7 +28,7 @@ def check_mixed_ce(fn, trials: int = 4) -> None:
             assert_close(got, want, what, "λ·CE(logits, y) + (1 − λ)·CE(logits, y[perm]), each averaged over the "
                          "batch; one scalar.", mistakes)
             assert_same_gradients(got, want, {"logits": logits}, what)
-    print(f"Exercise 1: correct on {trials} random batches, λ from 0 to 1 (values and gradients)")
+    print(f"Exercise 2: correct on {trials} random batches, λ from 0 to 1 (values and gradients)")
 
 
 def check_mask_loss(fn, margin: float = 0.1, trials: int = 4) -> None:
@@ -52,7 +52,7 @@ def check_mask_loss(fn, margin: float = 0.1, trials: int = 4) -> None:
             assert_close(got, want, what, "max(0, |own area − λ| − margin) with the own area (channel 0) averaged "
                          "over every pixel of every sample.", mistakes)
             assert_same_gradients(got, want, {"the mask": partner}, what)
-    print("Exercise 2: correct inside and outside the margin, on batches whose areas straddle λ")
+    print("Exercise 3: correct inside and outside the margin, on batches whose areas straddle λ")
 
 
 def library_fallback(mask_bb: torch.Tensor, lam_bb: float, lam_margin: float) -> torch.Tensor:
@@ -80,7 +80,7 @@ def check_fallback(fn, lam_margin: float = 0.08) -> None:
         what = f"lam_bb={lam:.4f} (the fallback {'fires' if fires else 'does not fire'})"
         assert_close(got, want, what, f"When min(λ, 1 − λ) <= lam_margin ({lam_margin}: the margin itself counts) "
                      "M_bb becomes the constant MixUp mask [λ, 1 − λ]; otherwise it is returned unchanged.", mistakes)
-    print("Exercise 3: correct near 0, near 1, exactly at the margin and away from it")
+    print("Exercise 1: correct near 0, near 1, exactly at the margin and away from it")
 
 
 def _model(seed: int) -> AutoMix:
