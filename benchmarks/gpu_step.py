@@ -50,9 +50,12 @@ def time_path(method: str, path: str, model_name: str, x: torch.Tensor, y: torch
     total = warmup + steps
     runner = None
     try:
+        channels_last = dev.type == "cuda"
         runner = make_runner(method, model_name, x, y, num_classes, dev, seed, total, time_mix=False,
-                             channels_last=dev.type == "cuda", online_pass=online_pass)
-        step = runner.step if path != "graph" else graph_step(runner, method, x, y, total, dev)
+                             channels_last=channels_last, online_pass=online_pass)
+        # the graph gets the batch in the model's memory format too (the eager runner converts its own copy)
+        xg = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        step = runner.step if path != "graph" else graph_step(runner, method, xg, y, total, dev)
         for i in range(warmup):
             step(i)
         _sync(dev)

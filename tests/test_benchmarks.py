@@ -269,11 +269,13 @@ def test_gpu_acceptance_dry_run_passes_on_the_cpu(tmp_path):
     assert {k for k, v in results.items() if v["status"] == "SKIP"} == {"cuda_tests", "low_precision"}
     assert results["fallback"]["warnings"] == 1 and all(r["resume_equal"] for k, r in results["train_e2e"].items()
                                                          if isinstance(r, dict))
+    assert {k for k, r in results["train_e2e"].items() if isinstance(r, dict)} == {"separate", "graph",
+                                                                                   "device_data", "fused"}
 
 
 def test_gpu_acceptance_reports_a_failing_check_and_exits_1(tmp_path, monkeypatch):
     accept = _load("gpu_accept")
-    monkeypatch.setitem(accept.CHECKS, "amp_policy", lambda args, dev: accept._result("FAIL", why="injected"))
+    monkeypatch.setitem(accept.CHECKS, "amp_policy", lambda args, dev, budget: accept._result("FAIL", why="injected"))
     assert accept.main(["--dry-run", "--only", "amp_policy", "--out", str(tmp_path)]) == 1
     assert "| amp_policy | FAIL |" in (tmp_path / "gpu_accept_dryrun_cpu.md").read_text()
 

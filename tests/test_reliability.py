@@ -73,7 +73,8 @@ def _poison(monkeypatch, bad_steps: dict):
 
 
 # ------------------------------------------------------------------ NaN / Inf guard
-def test_nonfinite_steps_are_skipped_counted_and_change_nothing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("log_every", [1, 100])  # 100: the guard's counters are read once per epoch
+def test_nonfinite_steps_are_skipped_counted_and_change_nothing(tmp_path, monkeypatch, log_every):
     _poison(monkeypatch, {5: "input", 6: "loss"})  # epoch 2 (steps 4..7): two bad steps in a row
     states = {}
 
@@ -81,7 +82,7 @@ def test_nonfinite_steps_are_skipped_counted_and_change_nothing(tmp_path, monkey
         def on_step_end(self, s):
             states[s.step] = {k: v.clone() for k, v in s.model.state_dict().items()}
 
-    cfg = _cfg(tmp_path, max_nonfinite=3)
+    cfg = _cfg(tmp_path, max_nonfinite=3, log_every=log_every)
     res = train(cfg, callbacks=[Snap()])
     assert [h["nonfinite"] for h in res.history] == [0, 2]
     assert res.metrics["nonfinite_total"] == 2
@@ -96,9 +97,10 @@ def test_nonfinite_steps_are_skipped_counted_and_change_nothing(tmp_path, monkey
     assert all(math.isfinite(v) for v in res.metrics["final_top1"].values())
 
 
-def test_consecutive_nonfinite_losses_stop_and_keep_last_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("log_every", [1, 100])
+def test_consecutive_nonfinite_losses_stop_and_keep_last_checkpoint(tmp_path, monkeypatch, log_every):
     _poison(monkeypatch, {s: "loss" for s in range(4, 8)})  # all of epoch 2
-    cfg = _cfg(tmp_path, max_nonfinite=3)
+    cfg = _cfg(tmp_path, max_nonfinite=3, log_every=log_every)
     out = Path(cfg.out)
     hashes = {}
 
@@ -117,6 +119,36 @@ def test_consecutive_nonfinite_losses_stop_and_keep_last_checkpoint(tmp_path, mo
     monkeypatch.undo()  # the data is fixed: resume from the last good checkpoint
     res = train(cfg.replace(resume=str(out)))
     assert [h["epoch"] for h in res.history] == [1, 2] and res.history[-1]["nonfinite"] == 0
+
+
+def test_the_eager_step_reads_nothing_from_the_device_between_log_steps(tmp_path, monkeypatch):
+    """Issue 29, item 8: the non-finite guard used to read its flag after every eager step (``bool(isfinite)``),
+    so the host could not queue the next step while the device computed; now a step reads nothing from the device
+    except every ``log_every`` steps and at the epoch's end (and the run's first step, before the optimizer state
+    exists). The skip itself is checked bit for bit by the test above with ``log_every=100``."""
+    import automix_lite.trainer.loop as loop
+
+    reads, current = [], {}
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "numpy"):
+        orig = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _orig=orig, **k):
+            if "step" in current and sys._getframe(1).f_code.co_filename.endswith(os.path.join("trainer", "loop.py")):
+                reads.append(current["step"])  # a read by the loop itself (the model's host draws are CPU values)
+            return _orig(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    real = loop.train_step
+
+    def step(run, x, y, stop):
+        current["step"] = run.step
+        try:
+            return real(run, x, y, stop)
+        finally:
+            current.pop("step")
+    monkeypatch.setattr(loop, "train_step", step)
+    train(_cfg(tmp_path, epochs=2, train_subset=64, batch_size=8, log_every=4, method="mixup"))  # 8 steps/epoch
+    assert sorted(set(reads) - {0}) == [3, 7, 11, 15], reads  # the guard's reads: steps 4 and 8 of each epoch
+    assert len(reads) <= 5  # one each (and the first step's check)
 
 
 # ------------------------------------------------------------------ checkpoints

@@ -2,10 +2,16 @@
 ``fit`` (epochs until done; an interrupt writes a resumable checkpoint) -> ``run_epoch`` -> ``train_step``, with
 ``end_epoch`` (record, evaluation, checkpoint), ``snapshot`` / ``save`` and ``finish`` (the summary).
 
-Host synchronisation: on the per-step path the loop reads one value from the device, the non-finite check (with
-DDP the skip and stop flags of all ranks, reduced together); the losses are summed on the device and read at the
-end of the epoch, when a checkpoint is written, or when a callback (the progress bar every ``log_every`` steps)
-reads ``TrainState.losses``. Labels are range-checked once per dataset here, not per batch.
+Host synchronisation: the non-finite guard does not read the device after each step. Its skip is applied on the
+device (``_guarded_update``: the update of a non-finite step is undone by ``torch.where`` on a device flag, which
+leaves a finite step's numbers untouched) and its counters live on the device; the host reads them every
+``log_every`` steps, at the end of an epoch and before an interrupt's checkpoint (``_settle``), then prints what
+was skipped and stops the run once ``max_nonfinite`` had come in a row. The host therefore queues the next step
+while the device computes this one. Exceptions that keep one read per step: DDP (the skip and stop flags of all
+ranks, reduced together), fp16's GradScaler (its ``step`` reads its own inf flag) and a run's first step (the
+optimizer state does not exist yet). The losses are summed on the device and read at the end of the epoch, when a
+checkpoint is written, or when a callback (the progress bar every ``log_every`` steps) reads ``TrainState.losses``.
+Labels are range-checked once per dataset here, not per batch.
 
 ``cfg.cuda_graph``: the step goes through ``graphed.GraphedStep`` (AutoMix's forward, backward, SGD and EMA as one
 CUDA graph; the same code eagerly off CUDA), which updates before the loss is seen: a non-finite loss then stops
@@ -52,6 +58,7 @@ def fit(run: Run, callbacks: CallbackList, state: TrainState) -> None:
                     print(f"[automix_lite] stopped inside step {run.step}; no checkpoint written for it. Resume "
                           f"from the last epoch checkpoint: resume={str(run.out)!r}.", file=sys.stderr, flush=True)
                 raise
+            _settle(run)  # the skipped steps' counts into the checkpoint (raises if the limit had been reached)
             save(run, tag=f"interrupt-step{run.step:07d}")  # mid-epoch, every RNG state included
             if run.rank == 0:
                 print(f"[automix_lite] interrupted at step {run.step}; resumable checkpoint written to {run.out}. "
@@ -93,6 +100,7 @@ def run_epoch(run: Run, callbacks: CallbackList, state: TrainState, interrupt: I
         if out.stop or (interrupt.requested and not run.distributed):
             raise KeyboardInterrupt("SIGTERM or Ctrl-C")
     run.torn = True  # until this epoch's checkpoint is written
+    _settle(run)
 
 
 class StepResult(NamedTuple):
@@ -121,19 +129,34 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, stop_requested: bool)
             out, mask, perm = run.runner(x, y, run.step, run.total_steps, run.generator)
         loss = out["loss"]
         run.optimizer.zero_grad(set_to_none=True)
-        finite, stop = _agree(run, loss, stop_requested)
-        if finite:
-            _update(run, loss)
-        else:
-            _skip(run)
         losses = {k: v.detach() for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}
+        if _deferred(run):
+            finite, stop = _guarded_update(run, loss), False  # a device flag: no host read
+        else:
+            finite, stop = _agree(run, loss, stop_requested)
+            if finite:
+                _update(run, loss)
+            else:
+                _skip(run)
+    _add_sums(run, losses, finite)
     run.step += 1
     run.batch += 1
-    if finite:  # summed on the device (float64, as Python floats would be); read at the epoch's end
-        for k, v in losses.items():
-            run.sums[k] = run.sums.get(k, 0.0) + v.to(torch.float64)
-        run.count += 1
+    if run.guard is not None and ((run.step % run.cfg.log_every == 0) or run.batch >= run.steps_per_epoch):
+        _settle(run)
     return StepResult(losses, x.detach(), mask, perm, stop)
+
+
+def _add_sums(run: Run, losses: dict[str, torch.Tensor], finite: bool | torch.Tensor) -> None:
+    """A finite step's losses into the epoch's sums, on the device (float64, as Python floats would be); a device
+    ``finite`` flag adds 0 for a skipped step (counted off at ``_settle``)."""
+    if finite is False:
+        return
+    for k, v in losses.items():
+        v = v.to(torch.float64)
+        if torch.is_tensor(finite):
+            v = torch.where(finite, v, torch.zeros((), dtype=torch.float64, device=v.device))
+        run.sums[k] = run.sums.get(k, 0.0) + v
+    run.count += 1
 
 
 _GRAPHED_DRAWS = ("lam_mb", "lam_bb", "mask_loss_weight", "fallback", "mb_trained")  # as training_step logs them
@@ -191,14 +214,14 @@ def _agree(run: Run, loss: torch.Tensor, stop_requested: bool) -> tuple[bool, bo
     return not bad > 0, stop > 0
 
 
-def _update(run: Run, loss: torch.Tensor) -> None:
+def _update(run: Run, loss: torch.Tensor, keep_buffers: bool = True) -> None:
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
     run.scaler.update()
     if isinstance(run.model, AutoMix):
         run.ema_momentum = run.model.momentum_update(run.step, run.total_steps)
     run.consecutive = 0
-    if run.buffers:
+    if run.buffers and keep_buffers:
         torch._foreach_copy_(run.saved_buffers, run.buffers)
 
 
@@ -219,6 +242,80 @@ def _skip(run: Run) -> None:
             f"{run.consecutive} consecutive non-finite losses (last at step {run.step}); training stopped. The last "
             f"good checkpoint in {str(run.out)!r} is intact: lower lr, use amp='off' or check the data, then resume "
             "from it.")
+
+
+# ------------------------------------------------------------------ the guard without a per-step host read
+def _deferred(run: Run) -> bool:
+    """Whether this step's non-finite guard runs on the device (see the module docstring for the exceptions)."""
+    return not run.distributed and not run.scaler.is_enabled() and bool(run.optimizer.state)
+
+
+def _live_tensors(run: Run, ok: torch.Tensor) -> list[torch.Tensor]:
+    """What a step changes besides the buffers: every parameter (EMA targets included) and the optimizer's state
+    tensors on the device (e.g. SGD's momentum buffers)."""
+    state = [t for st in run.optimizer.state.values() for t in st.values()
+             if torch.is_tensor(t) and t.device == ok.device and t.is_floating_point()]
+    return [p.data for p in run.model.parameters()] + state
+
+
+def _guarded_update(run: Run, loss: torch.Tensor) -> torch.Tensor:
+    """``_update`` whose effect is undone on the device when the loss is not finite (``_skip``'s result without a
+    host read): parameters, optimizer state and EMA targets are restored with ``torch.where`` from copies taken
+    before the step, the BN statistics from ``saved_buffers``. A finite step's numbers are untouched (``where``
+    selects them bit for bit). Optimizer state first created in a skipped step is zeroed (SGD without dampening
+    then behaves as if it had not been created). Returns the device flag ``finite``."""
+    ok = torch.isfinite(loss.detach())
+    if run.guard is None:  # [skipped since the last read, in a row now, longest in a row since the last read]
+        c = run.consecutive
+        run.guard = {"counts": torch.tensor([0, c, c], device=ok.device), "saved": [], "pending": False}
+    live = _live_tensors(run, ok)
+    if len(run.guard["saved"]) != len(live) or any(a.shape != b.shape for a, b in zip(run.guard["saved"], live)):
+        run.guard["saved"] = [t.clone() for t in live]
+    else:
+        torch._foreach_copy_(run.guard["saved"], live)
+    known = {t.data_ptr() for t in live}
+    consecutive = run.consecutive
+    _update(run, loss, keep_buffers=False)
+    run.consecutive = consecutive  # the host mirror is set by _settle
+    with torch.no_grad():
+        for t, old in zip(live, run.guard["saved"]):
+            torch.where(ok, t, old, out=t)
+        for t in _live_tensors(run, ok):
+            if t.data_ptr() not in known:
+                torch.where(ok, t, torch.zeros((), dtype=t.dtype, device=t.device), out=t)
+        for b, old in zip(run.buffers, run.saved_buffers):
+            torch.where(ok, b, old, out=b)
+        if run.buffers:
+            torch._foreach_copy_(run.saved_buffers, run.buffers)
+    g, bad = run.guard, (~ok).long()
+    g["counts"][0] += bad  # skipped since the last read
+    g["counts"][1] = (g["counts"][1] + 1) * bad  # in a row now
+    g["counts"][2] = torch.maximum(g["counts"][2], g["counts"][1])  # longest run in a row since the last read
+    g["pending"] = True
+    return ok
+
+
+def _settle(run: Run) -> None:
+    """The guard's one host read: count the skipped steps, report them, stop once ``max_nonfinite`` came in a row."""
+    g = run.guard
+    if g is None or not g["pending"]:
+        return
+    skipped, in_row, longest = (int(v) for v in g["counts"].tolist())
+    g["counts"].copy_(torch.tensor([0, in_row, in_row]))
+    g["pending"] = False
+    run.consecutive, run.count = in_row, run.count - skipped
+    run.nonfinite_epoch += skipped
+    run.nonfinite_total += skipped
+    limit = max(run.cfg.max_nonfinite, 1)
+    if skipped and run.rank == 0:
+        print(f"[automix_lite] non-finite loss in {skipped} of the steps up to step {run.step - 1}: optimizer steps "
+              f"skipped ({longest} in a row at most, limit {run.cfg.max_nonfinite})", file=sys.stderr)
+    if longest >= limit:
+        run.torn = False
+        raise NonFiniteLossError(
+            f"{limit} consecutive non-finite losses (in the steps up to {run.step - 1}; the steps after the limit "
+            f"were skipped too, changing nothing); training stopped. The last good checkpoint in {str(run.out)!r} "
+            "is intact: lower lr, use amp='off' or check the data, then resume from it.")
 
 
 # ------------------------------------------------------------------ end of an epoch, checkpoints, summary

@@ -76,6 +76,7 @@ class Run:
     buffers: list[torch.Tensor] = field(default_factory=list)  # BN statistics, restored when a step is skipped
     saved_buffers: list[torch.Tensor] = field(default_factory=list)
     graph_bad: torch.Tensor | None = None  # cuda_graph: a non-finite loss since the last host check (device flag)
+    guard: dict | None = None  # the non-finite guard's device counters and copies (loop._guarded_update)
     fast_paths: dict[str, str] = field(default_factory=dict)  # name -> "on ..." / "off: why" (metrics.json)
 
     @property
