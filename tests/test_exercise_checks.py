@@ -240,7 +240,7 @@ def _step(model, x, y, d, no_detach=False, swap_perms=False, lam_bb_for_mb=False
 
 
 STEP_WRONG = {
-    "M_bb not detached": (dict(no_detach=True), r"loss_mix_q: the gradient with respect to mix_block\..*detach M_bb"),
+    "M_bb not detached": (dict(no_detach=True), r"loss_mix_q: the gradient with respect to mix_block\..*Detach M_bb"),
     "pairings swapped": (dict(swap_perms=True), r"loss_mix_q: .*π_bb"),
     "lambda_bb for the Mix Block's mix": (dict(lam_bb_for_mb=True), "loss_mix_k"),
     "1 - lambda as the label weight": (dict(one_minus=True), r"loss_mix_k.*λ_mb"),

@@ -116,19 +116,19 @@ def step_draws(model: AutoMix, n: int) -> list[StepDraws]:
 
 
 HINTS = {
-    "loss_one_q": "CE(head_one_q(backbone_q(x)), y) on the clean batch.",
-    "loss_mix_q": "the mixed CE of head_mix_q(backbone_q(x_bb)) with y, π_bb and λ_bb; x_bb is mixed with the "
+    "loss_one_q": "The CE of head_one_q(backbone_q(x)) with y, on the clean batch.",
+    "loss_mix_q": "The mixed CE of head_mix_q(backbone_q(x_bb)) with y, π_bb and λ_bb; x_bb is mixed with the "
                   "DETACHED mask of (λ_bb, π_bb), or the constant mask when the λ-margin fallback fires.",
-    "loss_mix_k": "the mixed CE of head_mix_k(backbone_k(x_mb)) with y, π_mb and λ_mb; x_mb is mixed with the "
+    "loss_mix_k": "The mixed CE of head_mix_k(backbone_k(x_mb)) with y, π_mb and λ_mb; x_mb is mixed with the "
                   "mask of (λ_mb, π_mb), which keeps its graph to the Mix Block.",
-    "loss_mask": "the L1 mask loss of M_mb (not M_bb) against λ_mb.",
-    "loss": "loss_one_q + loss_mix_q + loss_mix_k + model.mask_loss_weight * loss_mask.",
+    "loss_mask": "The L1 mask loss of M_mb (not M_bb) against λ_mb.",
+    "loss": "The sum loss_one_q + loss_mix_q + loss_mix_k + model.mask_loss_weight * loss_mask.",
 }
 ROUTES = {  # what must not reach which group, and why (the momentum network is frozen: nothing reaches it)
-    ("loss_mix_q", "mix_block"): "detach M_bb: the backbone's loss must not steer the Mix Block",
+    ("loss_mix_q", "mix_block"): "Detach M_bb: the backbone's loss must not steer the Mix Block",
     ("loss_mix_k", "online"): "x_mb goes through the momentum network (backbone_k, head_mix_k), not the online one",
-    ("loss_mask", "online"): "the mask loss depends on the Mix Block only",
-    ("loss_one_q", "mix_block"): "the clean batch has no mask",
+    ("loss_mask", "online"): "The mask loss depends on the Mix Block only",
+    ("loss_one_q", "mix_block"): "The clean batch has no mask",
 }
 
 
