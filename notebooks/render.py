@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RENDERED = {"demo.ipynb": (0.05, 1.5), "notebooks/01_mixup_zoo.ipynb": (1e-4, 1e-4),
             "notebooks/02_mix_block.ipynb": (1e-4, 1e-4), "notebooks/02b_the_training_step.ipynb": (0.05, 0.05),
             "notebooks/02c_ablations.ipynb": (1e-4, 1e-4), "notebooks/03_train_automix.ipynb": (0.05, 1.5),
-            "notebooks/04_mask_explorer.ipynb": (1e-4, 1e-4)}
+            "notebooks/04_mask_explorer.ipynb": (1e-4, 1e-4), "notebooks/05_scale_to_imagenet.ipynb": (0.05, 1.5)}
 MARK = "<!-- rendered-outputs -->"
 # what changes from run to run, or between two CPUs, without the code changing: per-epoch progress (a training's
 # trajectory differs in the last bits from one CPU's kernels to another's; its end is compared), timings, paths
