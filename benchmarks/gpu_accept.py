@@ -20,7 +20,8 @@ measures something that can fail (a SKIP says why it could not run: no CUDA, or 
 6. ``fallback``: a fused pass broken by injection makes ``train()`` fall back with one warning.
 7. ``cuda_tests``: the repository's CUDA-only tests (names with "cuda"): all must run, none skip.
 8. ``speed_memory``: step time and peak memory per path (``gpu_step.time_path``); an error is a FAIL (only the
-   graph under fp16, a T4, is an expected n/a).
+   graph under fp16, a T4, is an expected n/a). ``defaults``: the eager step in NCHW, channels-last and
+   channels-last + ``cudnn.benchmark``, the measurement that decides the CNN presets' defaults.
 
 ``--budget`` (seconds, default 420): a check whose estimate exceeds what is left is SKIPped, and the results
 (``<out>/gpu_accept_<gpu>.json`` and ``.md``, with provenance) are rewritten after every check, so a killed call

@@ -254,7 +254,30 @@ def check_speed_memory(args, dev, budget) -> dict:
             elif "ms" in r and not r["ms"] > 0:
                 failed.append(f"{model_name} b{batch} {path}: {r['ms']} ms")
         rows.append(row)
-    return _verdict(failed, rows=rows)
+    defaults = _layout_defaults(args, dev, budget, configs[0], failed)
+    return _verdict(failed, rows=rows, defaults=defaults)
+
+
+def _layout_defaults(args, dev, budget, config, failed: list[str]) -> dict:
+    """The eager AutoMix step in NCHW, channels-last, and channels-last with ``cudnn.benchmark``: the measurement
+    that decides whether the CNN presets should default to them (issue 29, item 8)."""
+    model_name, size, batch = config
+    x, y = _batch(batch, size, dev, classes=100)
+    out, saved = {}, torch.backends.cudnn.benchmark
+    try:
+        for name, cl, bench in (("nchw", False, False), ("channels_last", True, False),
+                                ("channels_last+cudnn.benchmark", True, True)):
+            if budget.left() < 15:
+                out[name] = {"na": "skipped: budget spent"}
+                continue
+            torch.backends.cudnn.benchmark = bench
+            out[name] = time_path("automix", "eager", model_name, x, y, 100, dev, 0, 2 if args.dry_run else 20,
+                                  1 if args.dry_run else 5, channels_last=cl)
+            if "na" in out[name] and not out[name]["na"].startswith("skipped"):
+                failed.append(f"defaults {name}: {out[name]['na']}")
+    finally:
+        torch.backends.cudnn.benchmark = saved
+    return {"model": model_name, "batch": batch, **out}
 
 
 CHECKS = {"amp_policy": check_amp_policy, "fp32_equality": check_fp32_equality, "train_e2e": check_train_e2e,

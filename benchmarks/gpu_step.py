@@ -40,7 +40,7 @@ def graph_step(runner, method: str, x: torch.Tensor, y: torch.Tensor, total_step
 
 
 def time_path(method: str, path: str, model_name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int,
-              dev: torch.device, seed: int, steps: int, warmup: int) -> dict:
+              dev: torch.device, seed: int, steps: int, warmup: int, channels_last: bool | None = None) -> dict:
     """Mean step time of ``method`` on ``path``: ``{"ms", "img_s", "dtype", "peak_mem_mb"}`` or ``{"na": reason}``
     (the graph path follows the same autocast policy; where that is fp16, a T4, it is n/a: fp16 eager instead)."""
     # AutoMix: eager = the two online passes run separately; fused and graph (on top of fused) the fast paths
@@ -50,7 +50,7 @@ def time_path(method: str, path: str, model_name: str, x: torch.Tensor, y: torch
     total = warmup + steps
     runner = None
     try:
-        channels_last = dev.type == "cuda"
+        channels_last = dev.type == "cuda" if channels_last is None else channels_last
         runner = make_runner(method, model_name, x, y, num_classes, dev, seed, total, time_mix=False,
                              channels_last=channels_last, online_pass=online_pass)
         # the graph gets the batch in the model's memory format too (the eager runner converts its own copy)
