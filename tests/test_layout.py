@@ -8,8 +8,6 @@ import ast
 import json
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "automix_lite"
 LEAF = {"_names", "_omp", "_version"}
@@ -197,7 +195,8 @@ def test_size_limits_of_every_python_file_and_notebook_cell():
             continue
         for i, cell in enumerate(json.loads(nb.read_text(encoding="utf-8"))["cells"]):
             if cell["cell_type"] == "code":
-                code = "\n".join(line for line in "".join(cell["source"]).split("\n") if not line.startswith(("%", "!")))
+                lines = "".join(cell["source"]).split("\n")
+                code = "\n".join(line for line in lines if not line.startswith(("%", "!")))  # no magics
                 bad += _too_long(Path(f"{nb.relative_to(ROOT)}[cell {i}]"), code, False)
     assert not bad, f"over the limits {LIMITS}:\n" + "\n".join(bad)
 

@@ -6,7 +6,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from automix_lite import AutoMix, Classifier, TrainConfig, export_classifier, load_model, train
+from automix_lite import AutoMix, Classifier, export_classifier, load_model, train
 from automix_lite.trainer.checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
 from conftest import fake_config
 

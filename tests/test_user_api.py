@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import automix_lite.core.augment as automix_module
-from automix_lite import AutoMix, AutoMixAugment, TrainConfig, mix, train
+from automix_lite import AutoMix, AutoMixAugment, mix, train
 from automix_lite.__main__ import main as cli_main
-from automix_lite.trainer.engine import build_model, set_lr
 from automix_lite.fast.runtime import resolve_amp
+from automix_lite.trainer.engine import build_model, set_lr
 from conftest import fake_config
 
 
