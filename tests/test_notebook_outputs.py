@@ -7,7 +7,8 @@ that fit what the cell shows (the same rules for every notebook in RENDERED):
   out); timings, paths, dates and a training's per-epoch progress are not compared (``render.VOLATILE``);
 * a cell that runs before any optimizer step shows fixed draws: every number within ``FIXED_TOL`` (relative, for
   numbers above 1);
-* from the first optimizer step on (the fresh run counts them per cell), a cell shows a trained model: a top-1
+* from the first optimizer step on (the fresh run's kernel counts them per cell; a training in a subprocess or in
+  the cell that first imports torch is not seen), a cell shows a trained model: a top-1
   (a number followed by ``%``, or a value of a ``top-1 ... {head: value}`` mapping) within ``TOP1_TOL`` points,
   every other number within ``TRAINED_TOL`` (the main job's check uses the same two, benchmarks/main_job.py);
 * figures: the same number per cell, the same size, and the images downsampled to ``THUMB`` pixels on their long
