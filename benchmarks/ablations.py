@@ -45,12 +45,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from provenance import provenance  # noqa: E402
-
 from automix_lite import TrainConfig  # noqa: E402
 from automix_lite.core.automix import StepAblation  # noqa: E402
 from automix_lite.trainer.data import build_loaders  # noqa: E402
 from automix_lite.trainer.engine import build_model, evaluate, param_groups, set_lr  # noqa: E402
+from provenance import provenance  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # name: (TrainConfig overrides, StepAblation or None, the question the notebook asks)

@@ -51,9 +51,8 @@ from .augment import AutoMixAugment
 from .checks import check_batch
 from .masks import _randint, _to_device, _uniform
 from .mixblock import MixBlock, adjust_mask, mask_loss
+from .models import LinearHead, check_image_size, create_backbone, default_feature_stage, feature_map, stage_channels
 from .sampling import sample_lam, sample_perm
-from .models import (LinearHead, check_image_size, create_backbone, default_feature_stage, feature_map,
-                     stage_channels)
 from .schedules import ema_, mask_loss_weight_at, momentum_at
 
 __all__ = ["AutoMix", "AutoMixAugment", "StepAblation", "StepDraws", "momentum_at", "mask_loss_weight_at", "HEADS",
