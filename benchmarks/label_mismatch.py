@@ -44,12 +44,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from provenance import provenance  # noqa: E402
-
 from automix_lite import MIXERS, TrainConfig, load_model, load_pretrained, mix, train  # noqa: E402
 from automix_lite.core.mixing import mix_images  # noqa: E402
 from automix_lite.trainer.data import build_datasets  # noqa: E402
 from automix_lite.trainer.mismatch import area_follow, binned_curve, label_shares  # noqa: E402
+
+from provenance import provenance  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "automix-lite"
 CONFIRM_RUNS = CACHE / "confirm_runs"
