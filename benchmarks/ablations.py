@@ -49,6 +49,7 @@ from automix_lite import TrainConfig  # noqa: E402
 from automix_lite.core.automix import StepAblation  # noqa: E402
 from automix_lite.trainer.data import build_loaders  # noqa: E402
 from automix_lite.trainer.engine import build_model, evaluate, param_groups, set_lr  # noqa: E402
+
 from provenance import provenance  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -145,11 +146,11 @@ def summarize(records: list[dict]) -> dict:
     return out
 
 
-def markdown(summary: dict, prov: dict, records: list[dict]) -> str:
+def markdown(summary: dict, prov: dict, records: list[dict], note: str = "") -> str:
     r0 = records[0]
     lines = [f"Provenance: {prov['hardware']['cpu_model']}, 1 torch thread, torch {prov['versions']['torch']}, "
              f"{prov['date_utc']}, load average at start {prov['hardware']['loadavg_at_start']}.",
-             f"Command: `{prov['command']}`", "",
+             f"Command: `{prov['command']}`" + (f" {note}" if note else ""), "",
              f"Setting: the `quick` preset (digits, 16 px, resnet_tiny_cifar, Mix Block on layer2), {r0['epochs']} "
              f"epochs = {r0['steps']} steps of 32, one run per seed (seeds {sorted({r['seed'] for r in records})}).",
              "Mask columns: the Mix Block's training masks M_mb over the last epoch (own channel): per-mask std "
@@ -197,9 +198,10 @@ def figure(records: list[dict], path: Path) -> None:
 def write_results(records: list[dict], out: Path, args: argparse.Namespace) -> dict:
     prov = provenance(torch.device("cpu"), args.seeds[0])
     summary = summarize(records)
-    (out / "ablations.json").write_text(json.dumps({"provenance": prov, "variants": {v: VARIANTS[v][2] for v in
-                                                    VARIANTS}, "summary": summary}, indent=1) + "\n")
-    (out / "ablations.md").write_text(markdown(summary, prov, records))
+    variants = {v: VARIANTS[v][2] for v in VARIANTS}
+    (out / "ablations.json").write_text(json.dumps({"provenance": prov, "note": args.note, "variants": variants,
+                                                    "summary": summary}, indent=1) + "\n")
+    (out / "ablations.md").write_text(markdown(summary, prov, records, args.note))
     figure(records, out / "ablations.png")
     return summary
 
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--note", default="", help="how the runs were made, for the results files")
     p.add_argument("--quick", action="store_true", help="64 images, 1 epoch, seed 0: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
