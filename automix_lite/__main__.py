@@ -18,10 +18,10 @@ import sys
 import typing
 
 from ._names import BOOL_WORDS
+from .fast.runtime import DeviceUnavailableError
 from .trainer.checkpoint import CheckpointError
 from .trainer.config import PRESETS, TrainConfig
 from .trainer.loop import NonFiniteLossError
-from .fast.runtime import DeviceUnavailableError
 
 
 def _parse_bool(text: str) -> bool:
@@ -113,11 +113,11 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from torch.utils.data import DataLoader
 
+    from .fast.runtime import resolve_device
+    from .train import evaluate
     from .trainer.checkpoint import find_resume_checkpoint, load_checkpoint
     from .trainer.data import build_datasets
-    from .fast.runtime import resolve_device
     from .trainer.saved import model_from_checkpoint
-    from .train import evaluate
 
     ckpt = load_checkpoint(find_resume_checkpoint(args.checkpoint))
     over = {"data_dir": args.data_dir} if args.data_dir else {}

@@ -35,13 +35,13 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import _omp
+from .fast.runtime import dist_env, init_distributed, progress_mode, resolve_amp, resolve_device
 from .trainer.callbacks import Callback, CallbackList, ProgressBar, TrainState
 from .trainer.checkpoint import check_out_dir
 from .trainer.config import TrainConfig
 from .trainer.engine import StepModule, build_model, cosine_lr, evaluate, head_names, summarize
 from .trainer.loop import NonFiniteLossError, finish, fit, setup_run
 from .views.figures import FiguresCallback, draw_state_figures
-from .fast.runtime import dist_env, init_distributed, progress_mode, resolve_amp, resolve_device
 
 __all__ = ["train", "TrainResult", "TrainState", "Callback", "NonFiniteLossError", "build_model",
            "cosine_lr", "evaluate", "resolve_amp", "resolve_device", "summarize", "head_names"]

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import default_collate
 
-from .core.mixing import MIXERS, PAIRINGS, MixOutput, Mixer, mix, soft_targets
+from .core.mixing import MIXERS, PAIRINGS, Mixer, MixOutput, mix, soft_targets
 
 __all__ = ["MixTargets"]
 

@@ -51,9 +51,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: import the sibling harness
 
-from provenance import provenance  # noqa: E402
-
 from automix_lite import TrainConfig, train  # noqa: E402
+
+from provenance import provenance  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10_jpg.tar.gz"

@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
+
     from provenance import provenance
 
     epochs = 1 if args.quick else args.epochs

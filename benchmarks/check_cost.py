@@ -20,11 +20,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
-from provenance import provenance  # noqa: E402
 
 import automix_lite.trainer.fastpaths as fastpaths  # noqa: E402
 from automix_lite import AutoMix  # noqa: E402
 from automix_lite.fast.step import training_step  # noqa: E402
+
+from provenance import provenance  # noqa: E402
 
 CONFIGS = (("resnet_tiny_cifar", 16, 32), ("resnet18_cifar", 32, 32))
 

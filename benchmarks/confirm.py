@@ -33,11 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from automix_lite import TrainConfig  # noqa: E402
+
 from accuracy import run_logged  # noqa: E402
 from provenance import provenance  # noqa: E402
 from small_data import METHOD_ALPHA, run_one  # noqa: E402
-
-from automix_lite import TrainConfig  # noqa: E402
 
 # Fixed by benchmarks/preregistration.md (tests/test_confirm.py keeps the two equal).
 SETTINGS: dict[str, dict] = {

@@ -55,12 +55,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: import the sibling harnesses
 
+from automix_lite import TrainConfig, train  # noqa: E402
+
 from accuracy import DEFAULT_ARCHIVE, unpack_cifar  # noqa: E402
 from gpu_common import REPO, Budget, NotAvailable, _free, _sync, git_info  # noqa: E402,F401
 from gpu_step import PATHS, QUICK_STEP_CONFIGS, STEP_CONFIGS, step_markdown, step_section  # noqa: E402,F401
 from provenance import provenance  # noqa: E402
-
-from automix_lite import TrainConfig, train  # noqa: E402
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "automix-lite"
 ACC_METHODS = ("vanilla", "mixup", "automix")

@@ -47,7 +47,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_accept_checks import (CHECKS, ESTIMATE_S, _result)  # noqa: E402,F401
+from gpu_accept_checks import CHECKS, ESTIMATE_S, _result  # noqa: E402,F401
 from gpu_common import REPO, Budget, git_info  # noqa: E402
 from provenance import provenance  # noqa: E402
 

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import torch
 from gpu_accept_e2e import check_train_e2e, fake_cfg
-from gpu_common import REPO, _sync
-from gpu_step import time_path
 
 import automix_lite.fast.step as fast_step
 import automix_lite.trainer.fastpaths as fastpaths
@@ -20,6 +18,9 @@ from automix_lite import AutoMix, train
 from automix_lite.fast import device_data as dd
 from automix_lite.fast.graphed import GraphedStep
 from automix_lite.fast.runtime import bf16_native, resolve_amp
+
+from gpu_common import REPO, _sync
+from gpu_step import time_path
 
 # what amp='auto' must give on GPUs we know (name fragment -> dtype); others: bf16 from compute capability 8.0
 KNOWN_AMP = {"T4": torch.float16, "V100": torch.float16, "P100": torch.float16, "A100": torch.bfloat16,

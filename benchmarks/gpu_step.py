@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 
 import torch
-from gpu_common import Budget, NotAvailable, _free, _sync
-from speed import make_runner
 
 from automix_lite.fast.runtime import resolve_amp
+
+from gpu_common import Budget, NotAvailable, _free, _sync
+from speed import make_runner
 
 STEP_METHODS = ("vanilla", "mixup", "cutmix", "automix")
 STEP_CONFIGS = (("resnet18_cifar", 32, 100), ("resnet18_cifar", 32, 128), ("resnet18_cifar", 32, 256),

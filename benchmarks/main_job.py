@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(Path(tmp) / "s0" / "masks.png", args.figure)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
+
     from provenance import provenance
 
     result = {"benchmark": "main_job", "commit": _commit(), "runs": runs,

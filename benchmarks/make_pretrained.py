@@ -14,14 +14,16 @@ import tempfile
 from pathlib import Path
 
 import automix_lite  # noqa: F401  (first: OpenMP's wait policy)
+
+# isort: split
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from provenance import provenance  # noqa: E402
-
 from automix_lite import TrainConfig, train  # noqa: E402
 from automix_lite.trainer.checkpoint import load_checkpoint  # noqa: E402
 from automix_lite.trainer.pretrained import pretrained_path  # noqa: E402
+
+from provenance import provenance  # noqa: E402
 
 KEEP = ("format", "model", "config", "num_classes", "in_chans", "model_class", "versions", "epoch", "step")
 

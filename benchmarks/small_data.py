@@ -37,10 +37,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from automix_lite import TrainConfig, train  # noqa: E402
+
 from accuracy import run_logged  # noqa: E402
 from provenance import provenance  # noqa: E402
-
-from automix_lite import TrainConfig, train  # noqa: E402
 
 PRESET_SETTING = "fashion_500"  # the setting that TrainConfig.preset("small_data") trains (tested)
 METHOD_ALPHA = {"vanilla": 1.0, "mixup": 1.0, "cutmix": 0.2, "automix": 2.0}  # OpenMixup CIFAR settings

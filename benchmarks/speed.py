@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from automix_lite import MIXERS, AutoMix, Classifier, manifold_forward, mix, mix_loss
 from automix_lite.fast.runtime import resolve_amp
 from automix_lite.fast.step import training_step as fast_training_step
+
 from provenance import provenance  # noqa: E402,F401  (the results files' provenance, shared by every benchmark)
 
 PEERS = ("timm_mixup", "timm_cutmix", "tv_mixup", "tv_cutmix")

@@ -40,9 +40,9 @@ def measure(model: str, n: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(HERE))
-    from provenance import provenance
-
     import torch
+
+    from provenance import provenance
 
     rows = []
     for model in ("resnet18", "resnet50"):

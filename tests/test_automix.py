@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from automix_lite.core.automix import HEADS, AutoMix, AutoMixAugment, mask_loss_weight_at, momentum_at
-from automix_lite.fast.step import device_draws, step_losses
 from automix_lite.core.mixblock import mask_loss
 from automix_lite.core.mixing import mix
+from automix_lite.fast.step import device_draws, step_losses
 
 
 def _batch(n=6, c=3, size=16, classes=5, seed=0):

@@ -14,7 +14,12 @@ from torch.utils.data import DistributedSampler
 
 from automix_lite.trainer.config import TrainConfig
 from automix_lite.trainer.data import (
-    build_datasets, build_loaders, corrupt_labels, denormalize, per_rank_batch_size, read_idx,
+    build_datasets,
+    build_loaders,
+    corrupt_labels,
+    denormalize,
+    per_rank_batch_size,
+    read_idx,
 )
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

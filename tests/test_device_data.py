@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from automix_lite.__main__ import build_parser, _config_from_args
+from automix_lite.__main__ import _config_from_args, build_parser
 from automix_lite.trainer.config import TrainConfig
+
 from conftest import StepLosses, pairs
 
 
@@ -36,8 +37,8 @@ from torchvision import transforms as T  # noqa: E402
 
 from automix_lite.fast import augment_ops  # noqa: E402
 from automix_lite.fast import device_data as dd  # noqa: E402
-from automix_lite.trainer.data import ResumableSampler, build_datasets, build_loaders  # noqa: E402
-from automix_lite.trainer.datasets import decoded_nbytes, device_images  # noqa: E402
+from automix_lite.trainer.data import build_datasets, build_loaders  # noqa: E402
+from automix_lite.trainer.datasets import device_images  # noqa: E402
 
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 

@@ -8,7 +8,6 @@ from automix_lite import AutoMix
 from automix_lite.trainer import diagnostics as D
 
 
-
 def _hist(*vals, heads=("one_k", "one_q")):
     """history records: vals[e] is a tuple of top-1s, one per head (None = epoch not evaluated)."""
     return [{"epoch": e + 1, **({"val": dict(zip(heads, v))} if v is not None else {})} for e, v in enumerate(vals)]

@@ -9,6 +9,7 @@ import torch
 from automix_lite import AutoMix, Classifier, MixBlock, TrainConfig, from_openmixup, mix, mix_loss, to_openmixup, train
 from automix_lite.__main__ import main as cli_main
 from automix_lite.trainer.data import build_datasets
+
 from conftest import fake_config
 
 train_mod = importlib.import_module("automix_lite.train")

@@ -7,13 +7,14 @@ import warnings
 
 import pytest
 import torch
-from conftest import StepLosses, fake_config, pairs
 
 import automix_lite.fast.step as fast_step
 import automix_lite.trainer.data as data_mod
 import automix_lite.trainer.fastpaths as fastpaths
 from automix_lite import AutoMix, train
 from automix_lite.fast import device_data as dd
+
+from conftest import StepLosses, fake_config, pairs
 
 
 @pytest.fixture

@@ -104,10 +104,10 @@ def test_masks_png_pairs_of_a_hand_crafted_mixer_are_distinct():
     """masks.png for a hand-crafted mixer: the first seed from cfg.seed whose pairing has no fixed point."""
     import torch
 
-    from automix_lite.views.figures import figure_mix
-    from automix_lite.trainer.config import TrainConfig
     from automix_lite.core.mixing import mix
     from automix_lite.core.models import Classifier
+    from automix_lite.trainer.config import TrainConfig
+    from automix_lite.views.figures import figure_mix
 
     x, y = torch.randn(8, 3, 16, 16), torch.arange(8)
     seed = next(s for s in range(100)  # a seed whose own draw pairs some image with itself

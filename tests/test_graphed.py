@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from automix_lite.core.automix import AutoMix
-from automix_lite.fast.graphed import GraphedStep, graphed_step
 from automix_lite.core.mixing import mix, mix_loss
 from automix_lite.core.models import Classifier
+from automix_lite.fast.graphed import GraphedStep, graphed_step
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

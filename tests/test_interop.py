@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from timm.models.resnet import BasicBlock, ResNet
 
 from automix_lite.core.automix import AutoMix
-from automix_lite.interop import CheckpointMismatchError, from_openmixup, infer_backbone, to_openmixup
 from automix_lite.core.models import create_backbone, feature_map
+from automix_lite.interop import CheckpointMismatchError, from_openmixup, infer_backbone, to_openmixup
 
 DOC = Path(__file__).resolve().parents[1] / "docs/checkpoints.md"
 

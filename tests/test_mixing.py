@@ -5,8 +5,21 @@ import torch
 import torch.nn.functional as F
 
 from automix_lite.core.mixing import (
-    MIXERS, MixOutput, box_mask, cutmix_box, fmix_mask, grid_mask, manifold_forward, mix, mix_images, mix_loss,
-    sample_lam, sample_perm, smooth_mask, soft_targets, spectral_residual_saliency,
+    MIXERS,
+    MixOutput,
+    box_mask,
+    cutmix_box,
+    fmix_mask,
+    grid_mask,
+    manifold_forward,
+    mix,
+    mix_images,
+    mix_loss,
+    sample_lam,
+    sample_perm,
+    smooth_mask,
+    soft_targets,
+    spectral_residual_saliency,
 )
 
 ALL = list(MIXERS)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import automix_lite
-from automix_lite import TrainConfig, _omp, train
+from automix_lite import _omp, train
+
 from conftest import fake_config
 
 ROOT = Path(__file__).resolve().parents[1]

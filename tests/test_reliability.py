@@ -20,8 +20,9 @@ import pytest
 import torch
 
 from automix_lite import TrainConfig, train
-from automix_lite.trainer.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint, save_checkpoint
 from automix_lite.train import NonFiniteLossError, build_model
+from automix_lite.trainer.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint, save_checkpoint
+
 from conftest import StepLosses, fake_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,9 +10,16 @@ import torch
 
 from automix_lite import TrainConfig, train
 from automix_lite.__main__ import main as cli_main
+from automix_lite.fast.runtime import (
+    DeviceUnavailableError,
+    LazyScalars,
+    dist_env,
+    progress_mode,
+    read_scalars,
+    resolve_device,
+)
 from automix_lite.trainer.callbacks import ProgressBar
-from automix_lite.fast.runtime import (DeviceUnavailableError, LazyScalars, dist_env, progress_mode, read_scalars,
-                                  resolve_device)
+
 from conftest import fake_config
 
 ROOT = Path(__file__).resolve().parents[1]

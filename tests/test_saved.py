@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from automix_lite import AutoMix, Classifier, export_classifier, load_model, train
 from automix_lite.trainer.checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
+
 from conftest import fake_config
 
 

@@ -12,6 +12,7 @@ import torch
 from automix_lite import MIXERS, TrainConfig, train
 from automix_lite.__main__ import main as cli_main
 from automix_lite.train import cosine_lr, resolve_amp, summarize
+
 from conftest import fake_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,7 @@ from automix_lite import AutoMix, AutoMixAugment, mix, train
 from automix_lite.__main__ import main as cli_main
 from automix_lite.fast.runtime import resolve_amp
 from automix_lite.trainer.engine import build_model, set_lr
+
 from conftest import fake_config
 
 

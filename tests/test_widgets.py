@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from automix_lite import AutoMix, MIXERS
+from automix_lite import MIXERS, AutoMix
 from automix_lite.views.viz import MaskSnapshots, plot_mask_evolution, plot_panels, real_photos
 from automix_lite.views.widgets import AUTOMIX_METHODS, build_explorer, explore, explorer_methods
 

@@ -42,8 +42,20 @@ import torch.nn.functional as F
 from .._names import did_you_mean
 from .checks import check_images, check_label_range
 from .checks import check_labels as check_labels_
-from .masks import (_check_lam, _dev, _randint, _to_device, _uniform, box_mask, cutmix_box,  # noqa: F401
-                    cutmix_boxes_at, fmix_mask, grid_mask, smooth_mask, spectral_residual_saliency)
+from .masks import (  # noqa: F401
+    _check_lam,
+    _dev,
+    _randint,
+    _to_device,
+    _uniform,
+    box_mask,
+    cutmix_box,
+    cutmix_boxes_at,
+    fmix_mask,
+    grid_mask,
+    smooth_mask,
+    spectral_residual_saliency,
+)
 from .sampling import PAIRINGS, sample_lam, sample_pairs, sample_perm  # noqa: F401  (re-exported)
 
 __all__ = [

@@ -46,8 +46,15 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .augment_ops import (ResizedCropAugment, ShiftAugment, draw_resized_crop, draw_shift,  # noqa: F401
-                          pil_bicubic_weights, resize_crops, shift_grid)
+from .augment_ops import (  # noqa: F401
+    ResizedCropAugment,
+    ShiftAugment,
+    draw_resized_crop,
+    draw_shift,
+    pil_bicubic_weights,
+    resize_crops,
+    shift_grid,
+)
 
 __all__ = ["ShiftAugment", "ResizedCropAugment", "DeviceImages", "DeviceLoader", "UnsupportedPipeline",
            "draw_shift", "draw_resized_crop", "shift_grid", "pil_bicubic_weights", "resize_crops",

@@ -14,8 +14,16 @@ import torch.nn as nn
 from timm.models.resnet import ResNet
 
 from ..core.automix import AutoMix
-from .architecture import (_LAYOUT_DOC, _NORM_NAMES, CheckpointMismatchError, _build_backbone, _infer_mix_block,
-                           _MixSpec, _sub, infer_backbone)
+from .architecture import (
+    _LAYOUT_DOC,
+    _NORM_NAMES,
+    CheckpointMismatchError,
+    _build_backbone,
+    _infer_mix_block,
+    _MixSpec,
+    _sub,
+    infer_backbone,
+)
 
 __all__ = ["from_openmixup", "to_openmixup", "CheckpointMismatchError", "infer_backbone"]
 

@@ -28,10 +28,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .config import TrainConfig
+from .datasets import (  # noqa: F401
+    FakeImageDataset,
+    InMemoryImageDataset,
+    LabelledView,
+    _FileListDataset,
+    _subset,
+    _targets,
+    corrupt_labels,
+    decoded_nbytes,
+    device_images,
+)
 from .fastpaths import check_device_images, fallback_reason, fallback_warning
 from .sources import _generator, _transforms, digits_datasets, fashion_datasets, file_datasets, read_idx  # noqa: F401
-from .datasets import (FakeImageDataset, InMemoryImageDataset, LabelledView, _FileListDataset, _subset,  # noqa: F401
-                       _targets, corrupt_labels, decoded_nbytes, device_images)
 
 __all__ = ["DatasetInfo", "InMemoryImageDataset", "FakeImageDataset", "LabelledView", "build_datasets",
            "build_loaders", "default_device", "denormalize", "corrupt_labels", "read_idx", "per_rank_batch_size"]

@@ -15,11 +15,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core.automix import HEADS, AutoMix
-from .config import TrainConfig
 from ..core.mixing import manifold_forward, mix, mix_loss
 from ..core.models import Classifier
 from ..fast.step import training_step as fast_training_step
 from ..fast.step import uses_fused
+from .config import TrainConfig
 
 __all__ = ["cosine_lr", "set_lr", "param_groups", "build_model", "StepModule", "head_names", "evaluate",
            "summarize", "check_compatible"]

@@ -28,13 +28,11 @@ import torch
 import torch.distributed as dist
 
 from ..core.automix import AutoMix
-from .callbacks import CallbackList, TrainState
-from .checkpoint import (atomic_json, environment_info)
-from .diagnostics import diagnose
-from .engine import (evaluate, head_names, set_lr,
-                     summarize)
 from ..fast.runtime import Interrupt, LazyScalars, read_scalars
-
+from .callbacks import CallbackList, TrainState
+from .checkpoint import atomic_json, environment_info
+from .diagnostics import diagnose
+from .engine import evaluate, head_names, set_lr, summarize
 from .run import NonFiniteLossError, Run, check_labels, save, setup_run, snapshot  # noqa: F401  (re-exported)
 
 __all__ = ["Run", "StepResult", "NonFiniteLossError", "setup_run", "fit", "run_epoch", "train_step", "end_epoch",

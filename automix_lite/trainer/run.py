@@ -18,13 +18,21 @@ import torch.nn as nn
 
 from ..core.automix import AutoMix
 from ..core.checks import check_label_range
-from .checkpoint import (environment_info, find_resume_checkpoint, load_checkpoint, rng_state,
-                         save_checkpoint, set_aside_previous_run, set_rng_state, versions_info)
-from .config import TrainConfig
-from .fastpaths import choose_online_pass
-from .data import build_loaders, per_rank_batch_size
-from .engine import (StepModule, build_model, check_compatible, param_groups)
 from ..fast.runtime import read_scalars, resolve_amp, seed_everything
+from .checkpoint import (
+    environment_info,
+    find_resume_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_aside_previous_run,
+    set_rng_state,
+    versions_info,
+)
+from .config import TrainConfig
+from .data import build_loaders, per_rank_batch_size
+from .engine import StepModule, build_model, check_compatible, param_groups
+from .fastpaths import choose_online_pass
 
 __all__ = ["Run", "NonFiniteLossError", "setup_run", "make_graphed_step", "check_labels", "restore", "snapshot",
            "save"]

@@ -19,10 +19,10 @@ import torch
 import torch.nn as nn
 
 from ..core.automix import HEADS, AutoMix
+from ..core.models import Classifier
 from .checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint
 from .config import TrainConfig
 from .engine import build_model
-from ..core.models import Classifier
 
 __all__ = ["load_model", "model_from_checkpoint", "export_classifier"]
 

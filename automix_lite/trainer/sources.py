@@ -14,9 +14,17 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .datasets import (FakeImageDataset, InMemoryImageDataset, LabelledView, _FileListDataset, _subset,  # noqa: F401
-                       _targets, corrupt_labels, decoded_nbytes, device_images)
-
+from .datasets import (  # noqa: F401
+    FakeImageDataset,
+    InMemoryImageDataset,
+    LabelledView,
+    _FileListDataset,
+    _subset,
+    _targets,
+    corrupt_labels,
+    decoded_nbytes,
+    device_images,
+)
 
 _DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
-from matplotlib.ticker import MaxNLocator
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["to_image", "plot_mix_grid", "plot_automix_masks", "plot_curves", "split_curve_keys",
            "plot_momentum_schedule", "PHOTO_NAMES", "real_photos", "plot_panels", "MaskSnapshots",
