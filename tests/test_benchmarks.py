@@ -40,7 +40,7 @@ def _check_speed(res: dict, methods: list[str]) -> None:
     (stats,) = res["results"].values()
     assert list(stats) == methods
     assert stats["vanilla"]["ratio"] == pytest.approx(1.0)
-    for name, s in stats.items():
+    for s in stats.values():
         assert s["n"] == 2 and len(s["times_ms"]) == 2
         lo, hi = sorted(s["times_ms"])
         assert s["median_ms"] == pytest.approx((lo + hi) / 2, abs=2e-3)  # the median of the two recorded steps

@@ -219,7 +219,7 @@ def test_cifar10_jpeg_archive_loads_through_imagefolder(tmp_path):
                                 "ship", "truck"]
     assert (len(train), len(val)) == (10, 10) and info.num_classes == 10
     for ds in (train, val):
-        for i, (path, y) in enumerate(ds.samples):
+        for path, y in ds.samples:
             assert info.class_names[y] == Path(path).parent.name
         x, _ = ds[0]
         assert x.shape == (3, 32, 32)
