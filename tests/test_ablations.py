@@ -145,3 +145,19 @@ def test_mask_stats_measure_structure_and_the_area_gap():
     recs = [{"variant": "baseline", "seed": i, **s, "top1_one_k": 90.0 + i, "top1_best": 91.0} for i in range(3)]
     summary = ablations.summarize(recs)
     assert summary["baseline"]["n"] == 3 and summary["baseline"]["top1_one_k"]["std"] == pytest.approx(1.0)
+
+
+def test_notebook_02c_quotes_the_results_file():
+    """Every number the reading of notebook 02c quotes (`variant` metric **mean ± std**) is the study's."""
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    nb = json.loads((root / "notebooks" / "02c_ablations.ipynb").read_text())
+    text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    quotes = re.findall(r"`(\w+)` (\w+) \*\*(-?\d+\.(\d+)) ± (\d+\.\d+)\*\*", text)
+    assert len(quotes) >= 6 and "RESULTS_READING" not in text
+    summary = json.loads((root / "benchmarks" / "results" / "ablations.json").read_text())["summary"]
+    for variant, metric, mean, decimals, std in quotes:
+        s = summary[variant][metric]
+        assert (f"{s['mean']:.{len(decimals)}f}", f"{s['std']:.{len(decimals)}f}") == (mean, std), (variant, metric)
