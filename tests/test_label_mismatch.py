@@ -144,6 +144,7 @@ def test_binned_curve_and_area_follow_on_known_values():
     c = binned_curve(lam, lam * 0 + 0.5, bins=2)
     assert c["count"] == [2, 3] and c["mean"] == [0.5, 0.5] and c["centre"] == [0.25, 0.75]
     c = binned_curve(lam, lam, bins=10, valid=torch.tensor([True, True, True, True, False]))
+    assert c["count"] == [1, 1, 0, 0, 0, 1, 0, 0, 0, 1]  # bin k holds λ in [k/10, (k+1)/10)
     assert sum(c["count"]) == 4 and c["mean"][9] == pytest.approx(0.95) and c["mean"][3] != c["mean"][3]  # nan
     f = area_follow(lam, lam)
     assert f["slope"] == pytest.approx(1) and f["corr"] == pytest.approx(1) and f["mean_abs_area_minus_lam"] == 0
