@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RENDERED = ("demo.ipynb", "notebooks/01_mixup_zoo.ipynb", "notebooks/02_mix_block.ipynb",
             "notebooks/02b_the_training_step.ipynb", "notebooks/02c_ablations.ipynb",
             "notebooks/03_train_automix.ipynb", "notebooks/04_mask_explorer.ipynb",
-            "notebooks/05_scale_to_imagenet.ipynb")
+            "notebooks/04b_label_mismatch.ipynb", "notebooks/05_scale_to_imagenet.ipynb")
 MARK = "<!-- rendered-outputs -->"
 # what changes from run to run, or between two CPUs, without the code changing: per-epoch progress (a training's
 # trajectory differs in the last bits from one CPU's kernels to another's; its end is compared), timings, paths
