@@ -254,3 +254,16 @@ def test_the_fashion_claims_of_docs_label_mismatch_hold_when_measured():
     for judge in ("vanilla", "automix.mix_k"):  # the λ-blind mixes mismatch most, by both judges
         assert max(d[judge], key=lambda m: d[judge][m]["mismatch"]["mean"]) == "automix"
     assert abs(d["vanilla"]["automix"]["area_follow"]["slope"]) < 0.05  # its area ignores λ
+
+
+def test_the_numbers_notebook_04b_quotes_are_the_results_file():
+    nb = json.loads((ROOT / "notebooks" / "04b_label_mismatch.ipynb").read_text())
+    text = " ".join(" ".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+                    for c in nb["cells"] if c["cell_type"] == "markdown")
+    text = re.sub(r"\s+", " ", text)
+    s = json.loads((ROOT / "benchmarks" / "results" / "label_mismatch.json").read_text())["datasets"]["digits"]
+    floor = min(r["mismatch"]["mean"] for r in s["summary"]["vanilla"].values())
+    assert f"(about {floor:.2f} here)" in text
+    spread = max(abs(s["summary"]["vanilla_s2"][m]["mismatch"]["mean"] - r["mismatch"]["mean"])
+                 for m, r in s["summary"]["vanilla"].items())
+    assert "to about ±0.01" in text and spread <= 0.01
