@@ -60,7 +60,8 @@ def parse_output(text: str) -> dict:
     slowest = [{"s": float(m.group(1)), "when": m.group(2), "test": m.group(3)}
                for m in re.finditer(r"^\s*([\d.]+)s (setup|call|teardown)\s+(\S+)", text, re.M)]
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|deselected|errors?)", summary)}
-    return {"summary": summary, "counts": counts, "slowest": slowest}
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", text, re.M)  # which tests, so a slow run is not repeated
+    return {"summary": summary, "counts": counts, "failed": failed, "slowest": slowest}
 
 
 def time_suite(name: str, command: str, durations: int = 15) -> dict:
