@@ -30,6 +30,12 @@ def test_compare_flags_moves_beyond_the_tolerances():
     problems = mj.compare(stored, moved)
     assert len(problems) == 2 and "one_k" in problems[0] and "mask std" in problems[1]
     assert mj.compare(stored, {"final_top1": {"one_q": 97.0}, "diagnostics": {}})  # a head or a figure gone
+    # another CPU model: the measured Intel -> AMD spread passes, a broken run (a head at chance level, flat masks)
+    # still fails
+    other = {"final_top1": {"one_k": 96.8, "one_q": 97.0}, "diagnostics": {"mask_std": 0.10}}
+    assert mj.compare(stored, other, same_cpu=False) == [] and mj.compare(stored, other)
+    broken = {"final_top1": {"one_k": 10.0, "one_q": 97.0}, "diagnostics": {"mask_std": 0.01}}
+    assert len(mj.compare(stored, broken, same_cpu=False)) == 2
 
 
 def test_readme_quotes_the_regenerated_table():
@@ -61,8 +67,10 @@ def test_a_fresh_seed_0_reproduces_the_published_main_job(tmp_path):
     mj = _main_job()
     stored = next(r for r in rec["runs"] if r["seed"] == 0)
     fresh = mj.run_seed(0, tmp_path / "s0")
-    problems = mj.compare(stored, fresh)
-    assert problems == [], ("the main job moved" + _versions_note(rec) + ": rerun `python benchmarks/main_job.py` "
+    same_cpu = rec["provenance"]["hardware"]["cpu_model"] == mj.cpu_model()
+    problems = mj.compare(stored, fresh, same_cpu)
+    cpu_note = "" if same_cpu else f" (on {mj.cpu_model()}, published on {rec['provenance']['hardware']['cpu_model']})"
+    assert problems == [], ("the main job moved" + _versions_note(rec) + cpu_note + ": rerun `python benchmarks/main_job.py` "
                             "and update README\n" + "\n".join(problems))
     # what the README's command promises: masks with structure that differ between pairs, no collapse
     d = fresh["diagnostics"]

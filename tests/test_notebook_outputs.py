@@ -23,6 +23,7 @@ import base64
 import importlib.util
 import io
 import re
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -41,6 +42,11 @@ THUMB = 64
 # a re-run of 01 / 02 on the rendering CPU: figures within 0.007 (the stored ones carry a 128-colour palette); 02b's
 # mask figure after a training whose mask std moved from 0.219 to 0.371: 0.049
 IMAGE_TOL, IMAGE_TOL_TRAINED = 0.02, 0.03
+# Re-run on another CPU model than the one that rendered the notebook (its provenance cell names it), a training's
+# trajectory diverges in the last bits and then visibly: the main job's seed 0 moved 1.2 points of top-1 and 0.106 of
+# mask std from an Intel Xeon to an AMD EPYC (benchmarks/main_job.py, OTHER_CPU_*). Cells after a training are then
+# held to these wider bounds (the figure bound is chosen, not measured); cells before it stay at FIXED_TOL.
+OTHER_CPU = dict(top1=2.0, trained=0.15, image=0.12)
 _NUMBER = r"-?\d+(?:\.\d+)?(?:e-?\d+)?"
 
 
@@ -121,11 +127,12 @@ def _compare_figures(i: int, stored: list[str], fresh: list[str], tol: float) ->
     return problems
 
 
-def _compare_numbers(i: int, a: str, b: str, trained: bool) -> list[str]:
+def _compare_numbers(i: int, a: str, b: str, trained: bool, same_cpu: bool = True) -> list[str]:
     problems = []
+    top1_tol, trained_tol = (TOP1_TOL, TRAINED_TOL) if same_cpu else (OTHER_CPU["top1"], OTHER_CPU["trained"])
     for (x, is_top1), (y, _) in zip(_numbers(a), _numbers(b)):
         if trained:
-            tol = TOP1_TOL if is_top1 else max(TRAINED_TOL, FIXED_TOL * abs(x))
+            tol = top1_tol if is_top1 else max(trained_tol, FIXED_TOL * abs(x))
         else:
             tol = FIXED_TOL * max(1.0, abs(x))
         if abs(x - y) > tol:
@@ -134,9 +141,10 @@ def _compare_numbers(i: int, a: str, b: str, trained: bool) -> list[str]:
     return problems
 
 
-def compare(stored, fresh) -> list[str]:
+def compare(stored, fresh, same_cpu: bool = True) -> list[str]:
     """Every difference between the stored and the fresh outputs that the per-cell tolerances do not cover.
-    Which cells show a trained model is read from ``fresh`` (its step counts come from the kernel)."""
+    Which cells show a trained model is read from ``fresh`` (its step counts come from the kernel); on another CPU
+    model than the rendering one (``same_cpu=False``) cells after a training get the ``OTHER_CPU`` bounds."""
     old, new = _cells(stored), _cells(fresh)
     if len(old) != len(new):
         return [f"{len(old)} code cells stored, {len(new)} now"]
@@ -148,8 +156,9 @@ def compare(stored, fresh) -> list[str]:
                 problems.append(f"code cell {i}: the {key} changed:\n  stored {a[key]!r}\n  now    {b[key]!r}")
         if [_words(t) for t in a["text"]] == [_words(t) for t in b["text"]]:
             for t_a, t_b in zip(a["text"], b["text"]):
-                problems += _compare_numbers(i, t_a, t_b, trained)
-        problems += _compare_figures(i, a["png"], b["png"], IMAGE_TOL_TRAINED if trained else IMAGE_TOL)
+                problems += _compare_numbers(i, t_a, t_b, trained, same_cpu)
+        img_tol = (IMAGE_TOL_TRAINED if same_cpu else OTHER_CPU["image"]) if trained else IMAGE_TOL
+        problems += _compare_figures(i, a["png"], b["png"], img_tol)
     return problems
 
 
@@ -229,6 +238,36 @@ def test_figures_are_compared_as_downsampled_images():
     assert compare(stored, resized) and compare(stored, _nb(("ok\n", 0, []), ("trained\n", 5, [])))
 
 
+def rendering_cpu(nb) -> str:
+    """The CPU model the provenance cell of a rendered notebook names ('' if none)."""
+    for c in nb.cells:
+        if c.cell_type == "markdown" and render.MARK in c.source:
+            m = re.search(r"on \d{4}-\d{2}-\d{2}: (.+?), \d+ cores", c.source)
+            return m[1] if m else ""
+    return ""
+
+
+def _cpu_model() -> str:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
+
+
+def test_rendering_cpu_is_read_from_every_stored_notebook():
+    for name in render.RENDERED:
+        assert rendering_cpu(nbformat.read(ROOT / name, as_version=4)), f"{name}: no CPU model in its provenance cell"
+
+
+def test_another_cpu_widens_only_the_cells_after_a_training():
+    line = "mask std {:.3f} top-1 {:.1f}%\n"
+    stored = _nb(("lam 0.776\n", 0, []), (line.format(0.219, 94.2), 5, []))
+    moved = _nb(("lam 0.776\n", 0, []), (line.format(0.300, 95.6), 5, []))
+    assert compare(stored, moved) and compare(stored, moved, same_cpu=False) == []
+    drawn = _nb(("lam 0.740\n", 0, []), (line.format(0.219, 94.2), 5, []))
+    assert compare(stored, drawn, same_cpu=False)  # a fixed draw is still fixed
+    broken = _nb(("lam 0.776\n", 0, []), (line.format(0.010, 10.0), 5, []))
+    assert len(compare(stored, broken, same_cpu=False)) == 2
+
+
 @pytest.mark.slow  # re-executes each notebook in real mode: several minutes on 2 cores
 @pytest.mark.parametrize("name", list(render.RENDERED))
 def test_stored_outputs_are_current(name):
@@ -236,8 +275,9 @@ def test_stored_outputs_are_current(name):
     assert any(render.MARK in c.source for c in stored.cells if c.cell_type == "markdown"), \
         f"{name} has no provenance cell: run python notebooks/render.py {name}"
     assert any(c.get("outputs") for c in stored.cells if c.cell_type == "code"), f"{name} was committed empty"
+    rendered_on = rendering_cpu(stored)
     fresh = render.execute(ROOT / name)
     stored.cells = [c for c in stored.cells if render.MARK not in c.source]
-    problems = compare(stored, fresh)
+    problems = compare(stored, fresh, same_cpu=rendered_on == _cpu_model())
     assert not problems, f"{name}: stored outputs are stale; run python notebooks/render.py {name}\n" + \
         "\n".join(problems[:10])
