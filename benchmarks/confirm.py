@@ -124,7 +124,7 @@ def quote(result: dict, setting: str) -> str:
     c = s["vs_vanilla"]["automix"]
     seeds = c["seeds"]
     return (f"{setting}, seeds {seeds[0]}–{seeds[-1]}: AutoMix − vanilla {c['mean_diff']:+.2f} points "
-            f"[95 % CI {c['ci_low']:+.2f}, {c['ci_high']:+.2f}], {c['wins']}/{c['n']} wins: {s['verdict']}")
+            f"[95 % CI {c['ci_low']:+.3f}, {c['ci_high']:+.3f}], {c['wins']}/{c['n']} wins: {s['verdict']}")
 
 
 def markdown(result: dict) -> str:

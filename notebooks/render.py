@@ -86,6 +86,9 @@ def kernel_env() -> dict:
     env = {k: v for k, v in os.environ.items() if k != "AUTOMIX_SMOKE"}
     env.update(AUTOMIX_SOLUTIONS="1", MPLBACKEND="module://matplotlib_inline.backend_inline", MATPLOTLIBRC=str(rc),
                IPYTHONDIR=str(rc / "ipython"),
+               # a fresh run folder for notebooks that resume from one (03): a render or a re-run never resumes
+               # from an earlier one's checkpoints, so what it prints is what a first run prints
+               AUTOMIX_RUNS=tempfile.mkdtemp(prefix="automix_render_runs_"),
                PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     return env
 
@@ -105,7 +108,7 @@ def execute(path: Path, timeout: int = 900) -> nbformat.NotebookNode:
     nb = nbformat.read(path, as_version=4)
     nb.cells = [c for c in nb.cells if MARK not in c.source]  # the provenance cell is rewritten, not run
     saved = {k: os.environ.get(k) for k in ("AUTOMIX_SMOKE", "AUTOMIX_SOLUTIONS", "MPLBACKEND", "MATPLOTLIBRC",
-                                            "PYTHONPATH", "IPYTHONDIR")}
+                                            "PYTHONPATH", "IPYTHONDIR", "AUTOMIX_RUNS")}
     os.environ.pop("AUTOMIX_SMOKE", None)
     os.environ.update({k: v for k, v in kernel_env().items() if k in saved})
     try:
