@@ -127,6 +127,13 @@ def quote(result: dict, setting: str) -> str:
             f"[95 % CI {c['ci_low']:+.3f}, {c['ci_high']:+.3f}], {c['wins']}/{c['n']} wins: {s['verdict']}")
 
 
+def secondary_quote(result: dict, setting: str) -> str:
+    """The secondary methods' paired differences to vanilla as quoted beside the primary result ('' if none ran)."""
+    vs = result["analysis"]["settings"][setting]["vs_vanilla"]
+    parts = [f"{m} {vs[m]['mean_diff']:+.2f} ({vs[m]['wins']}/{vs[m]['n']} wins)" for m in SECONDARY if m in vs]
+    return f"{setting} secondary, − vanilla: " + ", ".join(parts) if parts else ""
+
+
 def markdown(result: dict) -> str:
     prov = result["provenance"]
     a = result["analysis"]

@@ -130,3 +130,5 @@ def test_every_place_that_quotes_the_gain_quotes_the_results_file(path):
     for setting, s in result["analysis"]["settings"].items():
         if "automix" in s["vs_vanilla"]:
             assert confirm.quote(result, setting) in text, f"{path.name} does not quote {setting} as confirm.json says"
+        if confirm.secondary_quote(result, setting):
+            assert confirm.secondary_quote(result, setting) in text, f"{path.name}: {setting}'s MixUp/CutMix moved"
