@@ -399,6 +399,7 @@ def test_bad_inputs_give_clear_errors():
         AutoMix("resnet_tiny_cifar", 5, alpha=0)
 
 
+@pytest.mark.slow  # a training or fresh interpreters: 6-13 s (benchmarks/results/test_time_cpu.md)
 def test_loss_decreases_on_real_digits():
     from sklearn.datasets import load_digits
 

@@ -75,6 +75,7 @@ def test_step_time_smoke(tmp_path):
     assert (tmp_path / "step_time_cpu.json").exists()
 
 
+@pytest.mark.slow  # a training or fresh interpreters: 6-13 s (benchmarks/results/test_time_cpu.md)
 def test_accuracy_smoke(tmp_path):
     accuracy = _load("accuracy")
     args = ["--quick", "--suite", "digits", "cifar10", "--methods", "vanilla", "mixup", "--seeds", "0", "1",
@@ -100,6 +101,7 @@ def test_accuracy_smoke(tmp_path):
     assert res2["summary"]["digits"]["mixup"]["values"] == summ["mixup"]["values"]
 
 
+@pytest.mark.slow  # a training or fresh interpreters: 6-13 s (benchmarks/results/test_time_cpu.md)
 def test_gpu_quick_cpu_all_sections_and_resumable_accuracy(tmp_path):
     gpu = _load("gpu")
     common = ["--device", "cpu", "--quick", "--out", str(tmp_path / "res"), "--cache", str(tmp_path / "cache")]

@@ -33,20 +33,24 @@ def _spincount(code_or_module: list[str], **env_changes: str) -> str:
     return lines[0].split("=")[1].strip().strip("'")
 
 
+@pytest.mark.slow  # a training or fresh interpreters: 6-13 s (benchmarks/results/test_time_cpu.md)
 def test_cli_runs_with_passive_wait():
     assert _spincount(["-m", "automix_lite", "presets"]) == "0"
 
 
+@pytest.mark.slow  # a training or fresh interpreters: 6-13 s (benchmarks/results/test_time_cpu.md)
 def test_import_before_torch_gives_passive_wait_to_a_notebook():
     code = "import automix_lite, torch; print(automix_lite._omp.WAIT_POLICY); torch.ones(4).sum()"
     assert _spincount(["-c", code]) == "0"
 
 
+@pytest.mark.slow  # a training or fresh interpreters: 6-13 s (benchmarks/results/test_time_cpu.md)
 def test_torch_first_keeps_the_spinning_default_and_says_so():
     code = "import torch, automix_lite; assert automix_lite._omp.WAIT_POLICY.startswith('default')"
     assert _spincount(["-c", code]) not in ("0", "")
 
 
+@pytest.mark.slow  # a training or fresh interpreters: 6-13 s (benchmarks/results/test_time_cpu.md)
 def test_the_users_choice_is_never_overridden():
     assert int(_spincount(["-m", "automix_lite", "presets"], OMP_WAIT_POLICY="ACTIVE")) > 300_000
 
