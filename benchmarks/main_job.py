@@ -94,12 +94,11 @@ def compare(stored: dict, fresh: dict, same_cpu: bool = True) -> list[str]:
 
 
 def cpu_model() -> str:
-    """This machine's CPU model as lscpu names it (what provenance records)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return "unknown"
-    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "unknown")
+    """This machine's CPU model, as the results' provenance records it (benchmarks/provenance.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from provenance import cpu_model as _cpu_model  # imports torch: only when a check needs it
+
+    return _cpu_model()
 
 
 def _commit() -> str:

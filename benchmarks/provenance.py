@@ -24,6 +24,12 @@ def _lscpu() -> dict[str, str]:
     return info
 
 
+def cpu_model(info: dict[str, str] | None = None) -> str:
+    """The CPU model as lscpu names it: what ``provenance`` records, and what a check compares with it."""
+    info = _lscpu() if info is None else info
+    return info.get("Model name", platform.processor() or "unknown")
+
+
 def provenance(device: torch.device, seed: int, argv: list[str] | None = None) -> dict:
     """Hardware, versions, command, seed and date for a results file."""
     import timm
@@ -35,7 +41,7 @@ def provenance(device: torch.device, seed: int, argv: list[str] | None = None) -
         "command": " ".join(["python"] + (sys.argv if argv is None else argv)),
         "seed": seed,
         "hardware": {
-            "cpu_model": cpu.get("Model name", platform.processor() or "unknown"),
+            "cpu_model": cpu_model(cpu),
             "cpu_count_os": os.cpu_count(),
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "lscpu_cpus": cpu.get("CPU(s)"),

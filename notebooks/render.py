@@ -141,14 +141,19 @@ def _take_step_counts(nb) -> None:
             cell.metadata["render"] = {"optimizer_steps": steps}
 
 
+def cpu_model() -> str:
+    """The CPU model as lscpu names it: what the provenance cell records, and what the stored-output test compares."""
+    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    return next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "a CPU")
+
+
 def _provenance(name: str) -> str:
     import timm
     import torch
 
     import automix_lite
 
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "a CPU")
+    model = cpu_model()
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (f"{MARK}\n*The outputs below were stored by `python notebooks/render.py {name}` on {date}: {model}, "

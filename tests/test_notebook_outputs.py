@@ -23,7 +23,6 @@ import base64
 import importlib.util
 import io
 import re
-import subprocess
 from pathlib import Path
 
 import nbformat
@@ -247,11 +246,6 @@ def rendering_cpu(nb) -> str:
     return ""
 
 
-def _cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
-
-
 def test_rendering_cpu_is_read_from_every_stored_notebook():
     for name in render.RENDERED:
         assert rendering_cpu(nbformat.read(ROOT / name, as_version=4)), f"{name}: no CPU model in its provenance cell"
@@ -278,6 +272,6 @@ def test_stored_outputs_are_current(name):
     rendered_on = rendering_cpu(stored)
     fresh = render.execute(ROOT / name)
     stored.cells = [c for c in stored.cells if render.MARK not in c.source]
-    problems = compare(stored, fresh, same_cpu=rendered_on == _cpu_model())
+    problems = compare(stored, fresh, same_cpu=rendered_on == render.cpu_model())
     assert not problems, f"{name}: stored outputs are stale; run python notebooks/render.py {name}\n" + \
         "\n".join(problems[:10])
